@@ -1,0 +1,60 @@
+// Test support: runs the real envd binary on a free loopback port and talks to it over
+// real sockets.
+#pragma once
+
+#include <sys/types.h>
+
+#include <boost/beast/http.hpp>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace wrenn::test {
+
+// Directory of the binaries under test (build/bin), from the WRENN_BIN_DIR environment
+// variable that ctest sets.
+std::string bin_dir();
+
+class EnvdProcess {
+ public:
+  // Starts envd with the given extra arguments; waits until it listens.
+  explicit EnvdProcess(std::vector<std::string> extra_args = {});
+  ~EnvdProcess();
+  EnvdProcess(const EnvdProcess&) = delete;
+  EnvdProcess& operator=(const EnvdProcess&) = delete;
+
+  unsigned short port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  // Resident set size of envd in bytes (VmRSS).
+  std::size_t rss_bytes() const;
+  // envd's log so far.
+  std::string log() const;
+  bool running() const;
+
+ private:
+  pid_t pid_ = -1;
+  unsigned short port_ = 0;
+  std::string log_path_;
+};
+
+using Response = boost::beast::http::response<boost::beast::http::string_body>;
+
+// One plain HTTP/1.1 request on a fresh connection.
+Response http_request(unsigned short port, boost::beast::http::verb method, const std::string& target,
+                      const std::string& body = "", const std::map<std::string, std::string>& headers = {});
+
+// A scratch directory removed at destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& data);
+
+}  // namespace wrenn::test
