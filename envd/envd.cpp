@@ -264,7 +264,8 @@ asio::awaitable<void> Envd::handle_init(http::Exchange& ex) {
     if (apply) {
       // Validate everything before changing anything.
       auto user = get_string("defaultUser");
-      if (user && !user->empty()) state_.users().require(*user);
+      if (user && !user->empty() && !state_.users().find(*user))
+        throw Error(Code::kInvalidArgument, "defaultUser \"" + *user + "\" does not exist in the sandbox");
       auto workdir = get_string("defaultWorkdir");
       if (workdir && !workdir->empty()) {
         if ((*workdir)[0] != '/') throw Error(Code::kInvalidArgument, "defaultWorkdir must be an absolute path");

@@ -108,7 +108,7 @@ bool Client::Stream::next(google::protobuf::Message& out) {
           parser_.get().body().data = sink;
           parser_.get().body().size = sizeof sink;
           boost::system::error_code ec;
-          bhttp::read(*client_.stream_, client_.buffer_, parser_, ec);
+          bhttp::read_some(*client_.stream_, client_.buffer_, parser_, ec);
           if (ec == bhttp::error::need_buffer) continue;
           if (ec) {
             client_.disconnect();
@@ -131,7 +131,7 @@ bool Client::Stream::next(google::protobuf::Message& out) {
     parser_.get().body().data = buf;
     parser_.get().body().size = sizeof buf;
     boost::system::error_code ec;
-    bhttp::read(*client_.stream_, client_.buffer_, parser_, ec);
+    bhttp::read_some(*client_.stream_, client_.buffer_, parser_, ec);
     if (ec == bhttp::error::need_buffer) ec = {};
     if (ec) {
       done_ = true;
@@ -170,7 +170,7 @@ std::unique_ptr<Client::Stream> Client::server_stream(const std::string& path, c
     while (!s->parser_.is_done()) {
       s->parser_.get().body().data = buf;
       s->parser_.get().body().size = sizeof buf;
-      bhttp::read(*stream_, buffer_, s->parser_, ec);
+      bhttp::read_some(*stream_, buffer_, s->parser_, ec);
       if (ec == bhttp::error::need_buffer) ec = {};
       if (ec) break;
       body.append(buf, sizeof buf - s->parser_.get().body().size);
