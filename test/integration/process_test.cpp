@@ -165,7 +165,9 @@ TEST_CASE("a slow reader loses nothing: output waits for it (backpressure)") {
   // reading so envd must hold the child back rather than drop output.
   auto s = c.server_stream("/process.Process/Start", cmd("head -c 33554432 /dev/zero | tr '\\0' 'x'; echo done >&2"));
   std::this_thread::sleep_for(std::chrono::seconds(2));
+#ifndef WRENN_SANITIZE_BUILD
   CHECK(envd.rss_bytes() < 64u << 20);  // envd did not buffer the whole output
+#endif
   RunResult r;
   collect(*s, r);
   CHECK(r.out.size() == 33554432u);

@@ -13,7 +13,10 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
 Client::Client(std::string host, unsigned short port, Codec codec)
-    : host_(std::move(host)), port_(port), codec_(codec) {}
+    : host_(std::move(host)), port_(port), codec_(codec) {
+  // Beast sizes each read from the buffer's capacity: give it room for large reads.
+  buffer_.reserve(65536);
+}
 
 Client::~Client() { disconnect(); }
 
@@ -24,6 +27,7 @@ void Client::disconnect() {
     stream_.reset();
   }
   buffer_.clear();
+  buffer_.reserve(65536);
 }
 
 void Client::ensure_connected() {
