@@ -3,7 +3,12 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <sys/wait.h>
+
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <functional>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -101,12 +106,32 @@ int main(int argc, char** argv) {
   envd.processes().reap();
 
   boost::asio::signal_set term(io, SIGTERM, SIGINT, SIGHUP);
+  boost::asio::steady_timer grace(io);
+  auto shutdown_deadline = std::chrono::steady_clock::now();
+  // As PID 1, our exit makes the kernel SIGKILL everything in the namespace: give the
+  // processes we forwarded the signal to a moment to finish first.
+  std::function<void()> wait_for_children = [&] {
+    envd.processes().reap();
+    siginfo_t info{};
+    bool children = ::waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) == 0;
+    if (!children || std::chrono::steady_clock::now() >= shutdown_deadline) {
+      io.stop();
+      return;
+    }
+    grace.expires_after(std::chrono::milliseconds(20));
+    grace.async_wait([&](const boost::system::error_code&) { wait_for_children(); });
+  };
   term.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     wrenn::log::info("envd stopping", {{"signal", std::to_string(sig)}});
-    if (pid1) ::kill(-1, sig);  // forward to every process in the sandbox
     envd.stop();
-    io.stop();
+    if (!pid1) {
+      io.stop();
+      return;
+    }
+    ::kill(-1, sig);  // forward to every process in the sandbox
+    shutdown_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    wait_for_children();
   });
 
   io.run();

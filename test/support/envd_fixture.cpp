@@ -27,13 +27,18 @@ std::string bin_dir() {
   return d;
 }
 
-EnvdProcess::EnvdProcess(std::vector<std::string> extra_args) {
+EnvdProcess::EnvdProcess(std::vector<std::string> extra_args) : EnvdProcess({}, std::move(extra_args)) {}
+
+EnvdProcess::EnvdProcess(std::vector<std::string> wrapper, std::vector<std::string> extra_args) {
   char tmpl[] = "/tmp/envd-log-XXXXXX";
   int fd = ::mkstemp(tmpl);
   if (fd < 0) throw std::runtime_error("mkstemp failed");
   log_path_ = tmpl;
   std::string exe = bin_dir() + "/envd";
-  std::vector<std::string> args{exe, "--host", "127.0.0.1", "--port", "0", "--run-dir", "/tmp/wrenn-test-run"};
+  std::vector<std::string> args = wrapper;
+  for (std::string a : {exe, std::string("--host"), std::string("127.0.0.1"), std::string("--port"), std::string("0"),
+                        std::string("--run-dir"), std::string("/tmp/wrenn-test-run")})
+    args.push_back(a);
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   pid_ = ::fork();
   if (pid_ == 0) {
@@ -42,7 +47,7 @@ EnvdProcess::EnvdProcess(std::vector<std::string> extra_args) {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    ::execv(exe.c_str(), argv.data());
+    ::execvp(argv[0], argv.data());
     ::_exit(127);
   }
   ::close(fd);

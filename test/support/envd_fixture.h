@@ -19,6 +19,8 @@ class EnvdProcess {
  public:
   // Starts envd with the given extra arguments; waits until it listens.
   explicit EnvdProcess(std::vector<std::string> extra_args = {});
+  // Runs envd behind a wrapper command (e.g. {"unshare", "--pid", "--fork", "--"}).
+  EnvdProcess(std::vector<std::string> wrapper, std::vector<std::string> extra_args);
   ~EnvdProcess();
   EnvdProcess(const EnvdProcess&) = delete;
   EnvdProcess& operator=(const EnvdProcess&) = delete;
