@@ -17,6 +17,7 @@
 #include "envd/filesystem.pb.h"
 #include "error.h"
 #include "paths.h"
+#include "rpc_context.h"
 #include "watcher.h"
 
 namespace wrenn::envd {
@@ -26,24 +27,7 @@ using connect::CallContext;
 
 namespace {
 
-Identity caller(State& state, CallContext& ctx) {
-  return state.identity(State::basic_auth_user(ctx.header("authorization")));
-}
 
-// Keepalive interval from the Keepalive-Ping-Interval header (seconds), default 90 s.
-std::chrono::seconds keepalive_interval(CallContext& ctx) {
-  auto v = ctx.header("keepalive-ping-interval");
-  if (v.empty()) return std::chrono::seconds(90);
-  long n = 0;
-  for (char c : v) {
-    if (c < '0' || c > '9' || n > 86400)
-      throw Error(
-          Code::kInvalidArgument,
-          "Keepalive-Ping-Interval must be a number of seconds, got \"" + std::string(v) + "\"");
-    n = n * 10 + (c - '0');
-  }
-  return std::chrono::seconds(std::max(1L, n));
-}
 
 std::string join(const std::string& dir, const std::string& name) {
   return dir == "/" ? "/" + name : dir + "/" + name;

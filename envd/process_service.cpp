@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "paths.h"
+#include "rpc_context.h"
 
 namespace wrenn::envd {
 
@@ -14,23 +15,7 @@ using process::ProcessEvent;
 
 namespace {
 
-Identity caller(State& state, CallContext& ctx) {
-  return state.identity(State::basic_auth_user(ctx.header("authorization")));
-}
 
-// Keepalive interval from the Keepalive-Ping-Interval header (seconds), default 90 s.
-std::chrono::seconds keepalive_interval(CallContext& ctx) {
-  auto v = ctx.header("keepalive-ping-interval");
-  if (v.empty()) return std::chrono::seconds(90);
-  long n = 0;
-  for (char c : v) {
-    if (c < '0' || c > '9' || n > 86400)
-      throw Error(Code::kInvalidArgument, "Keepalive-Ping-Interval must be a number of seconds, got \"" +
-                                              std::string(v) + "\"");
-    n = n * 10 + (c - '0');
-  }
-  return std::chrono::seconds(std::max(1L, n));
-}
 
 // Streams a subscriber's events to the client until the end event. When the client's
 // deadline passes, the process is killed (it would otherwise run on unobserved) and the

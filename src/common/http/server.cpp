@@ -74,6 +74,9 @@ std::uint64_t Exchange::connection_id() const { return conn_.id; }
 asio::awaitable<std::size_t> Exchange::read_some(char* data, std::size_t n) {
   if (parser_.is_done() || n == 0) co_return 0;
   conn_.stream.expires_never();
+  // Beast sizes each socket read from the buffer's free capacity; without room, big
+  // bodies arrive 512 bytes at a time.
+  if (conn_.buffer.capacity() < 65536) conn_.buffer.reserve(65536);
   for (;;) {
     parser_.get().body().data = data;
     parser_.get().body().size = n;
