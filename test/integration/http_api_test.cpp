@@ -205,3 +205,29 @@ TEST_CASE("/snapshot/prepare closes idle connections and stale ones after restor
   get(after, "/envs", ec);
   CHECK_FALSE(ec);
 }
+
+TEST_CASE("/init defaultUser and defaultWorkdir apply to /files and to file ownership") {
+  test::EnvdProcess envd;
+  test::TempDir dir;
+  ::chmod(dir.path().c_str(), 0777);
+  REQUIRE(init(envd.port(), R"({"defaultUser":"nobody","defaultWorkdir":")" + dir.path() + R"("})").result_int() ==
+          204);
+  std::string body =
+      "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"ignored\"\r\n\r\nhello\r\n--XyZ--\r\n";
+  // A relative path lands in the default workdir, owned by the default user.
+  auto r = test::http_request(envd.port(), bhttp::verb::post, "/files?path=sub/note.txt", body,
+                              {{"Content-Type", "multipart/form-data; boundary=XyZ"}});
+  REQUIRE(r.result_int() == 200);
+  struct stat st {};
+  REQUIRE(::stat((dir.path() + "/sub/note.txt").c_str(), &st) == 0);
+  CHECK(st.st_uid == 65534);
+  REQUIRE(::stat((dir.path() + "/sub").c_str(), &st) == 0);
+  CHECK(st.st_uid == 65534);
+  auto g = test::http_request(envd.port(), bhttp::verb::get, "/files?path=sub/note.txt");
+  CHECK(g.result_int() == 200);
+  CHECK(g.body() == "hello");
+  // "~" is the default user's home, not root's.
+  auto home = test::http_request(envd.port(), bhttp::verb::get, "/files?path=~/x");
+  CHECK(home.result_int() == 404);
+  CHECK(home.body().find("/nonexistent/x") != std::string::npos);
+}
