@@ -11,6 +11,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
 #include <cstdint>
+#include <cstring>
 
 #include "error.h"
 #include "log.h"
@@ -173,8 +174,14 @@ void DirWatcher::push(std::string path, filesystem::EventType type) {
 void DirWatcher::process(const char* buf, std::size_t n) {
   std::size_t off = 0;
   while (off + sizeof(inotify_event) <= n) {
-    const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
-    off += sizeof(inotify_event) + ev->len;
+    // Copy the fixed header out: the read buffer lives in a coroutine frame, whose
+    // alignment GCC does not guarantee for alignas locals.
+    inotify_event header;
+    std::memcpy(&header, buf + off, sizeof header);
+    const inotify_event* ev = &header;
+    const char* name = buf + off + sizeof(inotify_event);
+    if (off + sizeof(inotify_event) + header.len > n) break;  // truncated record
+    off += sizeof(inotify_event) + header.len;
     if (ev->mask & IN_Q_OVERFLOW) {
       kernel_overflow_ = true;
       continue;
@@ -197,7 +204,7 @@ void DirWatcher::process(const char* buf, std::size_t n) {
       if (ev->mask & IN_MOVE_SELF) push(dir, filesystem::EVENT_TYPE_RENAME);
       continue;
     }
-    const std::string full = join(dir, ev->name);
+    const std::string full = join(dir, name);
     const bool is_dir = ev->mask & IN_ISDIR;
     if (ev->mask & IN_MOVED_FROM) {
       push(full, filesystem::EVENT_TYPE_RENAME);
@@ -217,7 +224,7 @@ void DirWatcher::process(const char* buf, std::size_t n) {
 asio::awaitable<void> DirWatcher::read_loop(std::weak_ptr<DirWatcher> weak) {
   // The buffer lives in this frame, so a read still pending when the watcher is destroyed
   // (which cancels it) never writes into freed memory.
-  alignas(inotify_event) char buf[16 * 1024];
+  char buf[16 * 1024];
   for (;;) {
     asio::posix::stream_descriptor* fd = nullptr;
     if (auto self = weak.lock(); self && self->fd_.is_open()) fd = &self->fd_;

@@ -16,6 +16,7 @@
 #include "error.h"
 
 using namespace wrenn;
+using test::error_code_of;
 using connect::Client;
 using connect::Codec;
 
@@ -23,14 +24,6 @@ namespace {
 
 constexpr const char* kNobody = "Basic bm9ib2R5Og==";  // base64("nobody:")
 
-Code error_code_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return Code::kUnknown;
-}
 
 std::string codec_name(Codec c) {
   return c == Codec::kJson ? "json" : "proto";

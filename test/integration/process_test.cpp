@@ -18,6 +18,7 @@
 #include "error.h"
 
 using namespace wrenn;
+using test::error_code_of;
 using connect::Client;
 using connect::Codec;
 
@@ -83,14 +84,6 @@ std::string basic(const std::string& user) {
   return "";
 }
 
-Code error_code_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return Code::kUnknown;
-}
 
 process::ProcessSelector by_pid(std::uint32_t pid) {
   process::ProcessSelector s;
@@ -451,6 +444,33 @@ TEST_CASE("Connect-Timeout-Ms kills the process and ends the stream with deadlin
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
   auto pid = std::stoi(test::read_file(dir.path() + "/pid"));
   CHECK(::kill(pid, 0) != 0);
+}
+
+TEST_CASE("Connect-Timeout-Ms bounds a unary call") {
+  test::EnvdProcess envd;
+  Client c("127.0.0.1", envd.port());
+  // A process that never reads stdin: once the pipe is full, SendInput cannot finish.
+  auto s = c.server_stream("/process.Process/Start", cmd("exec sleep 100"));
+  process::StartResponse first;
+  REQUIRE(s->next(first));
+  Client ctl("127.0.0.1", envd.port());
+  process::SendInputRequest in;
+  *in.mutable_process() = by_pid(first.event().start().pid());
+  in.mutable_input()->set_stdin(std::string(1 << 20, 'x'));
+  process::SendInputResponse out;
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK(error_code_of([&] { ctl.unary("/process.Process/SendInput", in, out, {{"Connect-Timeout-Ms", "300"}}); }) ==
+        Code::kDeadlineExceeded);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(3));
+  // envd is still responsive and the process can still be signalled.
+  process::SendSignalRequest kill;
+  *kill.mutable_process() = by_pid(first.event().start().pid());
+  kill.set_signal(process::SIGNAL_SIGKILL);
+  process::SendSignalResponse ko;
+  ctl.unary("/process.Process/SendSignal", kill, ko);
+  RunResult r;
+  collect(*s, r);
+  CHECK(r.status == "signal: 9 (SIGKILL)");
 }
 
 TEST_CASE("bad input gets the right error and envd stays up") {

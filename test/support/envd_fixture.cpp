@@ -10,6 +10,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -66,6 +67,11 @@ EnvdProcess::EnvdProcess(std::vector<std::string> wrapper, std::vector<std::stri
 }
 
 EnvdProcess::~EnvdProcess() {
+  // An envd that died under a test is the interesting part of the failure: show its log.
+  if (pid_ > 0 && !running()) {
+    std::fprintf(stderr, "envd (pid %d) exited during the test; its log:\n%s\n", pid_, log().c_str());
+    pid_ = -1;
+  }
   if (pid_ > 0) {
     ::kill(pid_, SIGTERM);
     int status;
@@ -135,6 +141,15 @@ TempDir::TempDir() {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+Code error_code_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  return Code::kUnknown;
 }
 
 std::string read_file(const std::string& path) {

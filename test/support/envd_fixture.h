@@ -5,9 +5,12 @@
 #include <sys/types.h>
 
 #include <boost/beast/http.hpp>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
+
+#include "error.h"
 
 namespace wrenn::test {
 
@@ -55,6 +58,9 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// The wrenn::Error code f() throws; Code::kUnknown when it throws none.
+Code error_code_of(const std::function<void()>& f);
 
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& data);
