@@ -1,5 +1,6 @@
 // envd-exec: runs one command through an envd over Connect and relays its output and exit
 // code. A small client for scripts, demos and benchmarks.
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -35,7 +36,16 @@ int main(int argc, char** argv) {
       return 2;
     }
     if (a == "--host") host = argv[++i];
-    else if (a == "--port") port = static_cast<unsigned short>(std::stoi(argv[++i]));
+    else if (a == "--port") {
+      std::string v = argv[++i];
+      char* endp = nullptr;
+      long p = std::strtol(v.c_str(), &endp, 10);
+      if (v.empty() || *endp || p < 1 || p > 65535) {
+        std::fprintf(stderr, "envd-exec: --port must be 1..65535, got \"%s\"\n", v.c_str());
+        return 2;
+      }
+      port = static_cast<unsigned short>(p);
+    }
     else if (a == "--user") user = argv[++i];
     else if (a == "--cwd") cwd = argv[++i];
     else {
@@ -56,17 +66,10 @@ int main(int argc, char** argv) {
     wrenn::connect::Client client(host, port);
     if (!user.empty()) {
       std::string cred = user + ":";
-      static const char* b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-      std::string enc;
-      for (std::size_t k = 0; k < cred.size(); k += 3) {
-        unsigned v = static_cast<unsigned char>(cred[k]) << 16;
-        if (k + 1 < cred.size()) v |= static_cast<unsigned char>(cred[k + 1]) << 8;
-        if (k + 2 < cred.size()) v |= static_cast<unsigned char>(cred[k + 2]);
-        enc += b64[(v >> 18) & 63];
-        enc += b64[(v >> 12) & 63];
-        enc += k + 1 < cred.size() ? b64[(v >> 6) & 63] : '=';
-        enc += k + 2 < cred.size() ? b64[v & 63] : '=';
-      }
+      std::string enc(4 * ((cred.size() + 2) / 3) + 1, '\0');
+      int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(enc.data()),
+                              reinterpret_cast<const unsigned char*>(cred.data()), static_cast<int>(cred.size()));
+      enc.resize(static_cast<std::size_t>(n));
       client.default_headers()["Authorization"] = "Basic " + enc;
     }
     auto stream = client.server_stream("/process.Process/Start", req);
@@ -85,7 +88,13 @@ int main(int argc, char** argv) {
           (void)ig;
         }
       } else if (ev.has_end()) {
-        code = ev.end().exited() ? ev.end().exit_code() : 128 + 9;
+        code = ev.end().exit_code();
+        if (!ev.end().exited()) {
+          // "signal: 15 (SIGTERM)" -> 128 + 15, as shells report it.
+          int sig = 0;
+          std::sscanf(ev.end().status().c_str(), "signal: %d", &sig);
+          code = 128 + sig;
+        }
       }
     }
     return code;
