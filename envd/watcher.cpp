@@ -214,9 +214,21 @@ void DirWatcher::process(const char* buf, std::size_t n) {
       push(full, filesystem::EVENT_TYPE_CREATE);
       if (recursive_ && is_dir) watch_new_dir(full);
     }
-    if (ev->mask & (IN_MODIFY | IN_CLOSE_WRITE)) push(full, filesystem::EVENT_TYPE_WRITE);
+    // One WRITE per write cycle: the first IN_MODIFY after an open reports it, and the
+    // IN_CLOSE_WRITE that ends the cycle reports it only when nothing was modified
+    // (otherwise a single `echo x > f` yields one or two WRITEs depending on timing).
+    if (ev->mask & IN_MODIFY) {
+      if (writing_.insert(full).second) push(full, filesystem::EVENT_TYPE_WRITE);
+      if (writing_.size() > kMaxWriting) writing_.clear();  // lost closes must not pile up
+    }
+    if (ev->mask & IN_CLOSE_WRITE) {
+      if (writing_.erase(full) == 0) push(full, filesystem::EVENT_TYPE_WRITE);
+    }
     if (ev->mask & IN_ATTRIB) push(full, filesystem::EVENT_TYPE_CHMOD);
-    if (ev->mask & IN_DELETE) push(full, filesystem::EVENT_TYPE_REMOVE);
+    if (ev->mask & IN_DELETE) {
+      push(full, filesystem::EVENT_TYPE_REMOVE);
+      writing_.erase(full);
+    }
   }
   if (pending()) notifier_.notify();
 }

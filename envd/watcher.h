@@ -9,7 +9,8 @@
 //  - Event mapping; names are absolute paths under the path given to open():
 //      IN_CREATE                  -> CREATE
 //      IN_MOVED_TO                -> CREATE  (the new name, as Go's fsnotify reports it)
-//      IN_MODIFY, IN_CLOSE_WRITE  -> WRITE
+//      IN_MODIFY, IN_CLOSE_WRITE  -> WRITE, once per write cycle: the first modification
+//                                    after an open, or the close when nothing was modified
 //      IN_ATTRIB                  -> CHMOD
 //      IN_DELETE                  -> REMOVE
 //      IN_MOVED_FROM              -> RENAME  (the old name)
@@ -36,6 +37,7 @@
 #include <chrono>
 #include <cstddef>
 #include <deque>
+#include <unordered_set>
 #include <memory>
 #include <optional>
 #include <string>
@@ -94,6 +96,9 @@ class DirWatcher : public std::enable_shared_from_this<DirWatcher> {
   std::unordered_map<int, std::string> wds_;  // watch descriptor -> directory path
   int root_wd_ = -1;
   std::deque<WatchEvent> queue_;
+  // Files modified since they were opened for writing (see process()).
+  std::unordered_set<std::string> writing_;
+  static constexpr std::size_t kMaxWriting = 4096;
   std::size_t dropped_ = 0;
   bool kernel_overflow_ = false;
   bool alive_ = true;
