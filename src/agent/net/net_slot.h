@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace wrenn::agent {
 
@@ -26,7 +27,31 @@ struct NetSlot {
   std::string sandbox_ip;   // 10.12.x.y+1, "eth0" inside
 };
 
-// Pure address maths for slot i (no I/O).
+// Pure address maths for slot i (no I/O). Throws Error(invalid_argument) for
+// index >= kMaxSlots.
 NetSlot slot_layout(const std::string& state_dir, std::uint32_t index);
+
+// <state_dir>/netns, where the slot namespaces are bound.
+std::string netns_dir(const std::string& state_dir);
+
+// Creates slot i, with the calling thread's network namespace as the agent's side. The work
+// runs on a short-lived thread that unshares a new network namespace (never the mount
+// namespace, so the bind mount lands in the caller's mount namespace). On return the
+// slot is as SlotPool::acquire() describes it. The veth pair is made by one netlink
+// request from the agent's side with the peer placed straight into the new namespace
+// (about 1-2 ms per slot; moving a link between namespaces would add an RCU grace period). On
+// failure nothing of it remains and wrenn::Error is thrown; already_exists means a leftover of slot
+// i (file or "wv<i>" link) is in the way, which create_slot does not remove.
+NetSlot create_slot(const std::string& state_dir, std::uint32_t index);
+
+// Removes slot i: deletes "wv<i>" (which takes "eth0" with it), detaches the bind mount
+// and unlinks the namespace file. Parts already gone are fine. Every step is attempted;
+// the first failure is thrown afterwards.
+void destroy_slot(const std::string& state_dir, std::uint32_t index);
+
+// Indices of the "slot-<i>" files under netns_dir(state_dir) (none when it is missing).
+std::vector<std::uint32_t> list_slot_files(const std::string& state_dir);
+// Indices of the "wv<i>" links in the calling thread's network namespace.
+std::vector<std::uint32_t> list_host_links();
 
 }  // namespace wrenn::agent

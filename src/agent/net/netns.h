@@ -11,6 +11,7 @@ namespace wrenn::agent {
 // The socket lives in that namespace from then on, so the agent reaches loopback-only
 // listeners of a sandbox without any forwarder. Returns a connected, blocking fd (the
 // caller owns it). Throws Error(unavailable) naming the port when nothing listens.
-int connect_in_netns(const std::string& netns_path, std::uint16_t port, const std::string& fallback_ip = "");
+int connect_in_netns(const std::string& netns_path, std::uint16_t port,
+                     const std::string& fallback_ip = "");
 
 }  // namespace wrenn::agent

@@ -16,6 +16,14 @@
 //    link in the agent's namespace that is neither adopted nor handed out — what a crash
 //    left half-made. Then it starts filling the warm pool.
 //  - drain() waits until background teardown and refill are idle (shutdown and tests).
+//    A refill that failed counts as idle (it retries every second).
+//  - Before sweep_stale() the warm pool stays empty and acquire() creates slots itself.
+//  - An index blocked by a leftover (a slot-<i> file or "wv<i>" link nobody owns) is
+//    skipped until sweep_stale() removes it; a slot whose teardown failed likewise.
+//  - The destructor tears down warm slots and queued releases; handed-out and adopted
+//    slots stay (the next agent adopts or sweeps them).
+//  - The agent's namespace is that of the thread constructing the pool (its background
+//    threads inherit it); acquire() and sweep_stale() work in the calling thread's.
 //  Thread-safe.
 #pragma once
 
@@ -29,10 +37,15 @@
 namespace wrenn::agent {
 
 struct SlotPoolOptions {
-  std::string state_dir;  // $WRENN_DIR
-  std::size_t warm = 4;   // slots kept ready
+  std::string state_dir;                 // $WRENN_DIR
+  std::size_t warm = 4;                  // slots kept ready
   std::vector<std::string> nameservers;  // written to the sandbox's resolv.conf
 };
+
+// The nameserver choice described at SlotPool::nameservers(), reading resolv_conf_path.
+std::vector<std::string> resolve_nameservers(
+    const std::vector<std::string>& configured,
+    const std::string& resolv_conf_path = "/etc/resolv.conf");
 
 class SlotPool {
  public:
@@ -47,6 +60,10 @@ class SlotPool {
   void sweep_stale();
   void drain();
   std::size_t in_use() const;
+  // The sandboxes' nameservers: SlotPoolOptions::nameservers, or else the IPv4
+  // non-loopback ones of the host's /etc/resolv.conf, or else 1.1.1.1 and 8.8.8.8. Pass
+  // them to FirewallOptions::nameservers.
+  std::vector<std::string> nameservers() const;
   // resolv.conf contents for sandboxes ("nameserver a.b.c.d\n" lines).
   std::string resolv_conf() const;
 

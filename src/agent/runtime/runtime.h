@@ -24,7 +24,7 @@
 namespace wrenn::agent {
 
 struct SandboxSpec {
-  std::string id;          // also the hostname
+  std::string id;  // also the hostname
   std::uint32_t vcpus = 1;
   std::uint64_t memory_mb = 512;
   std::uint32_t pids_max = 1024;
@@ -45,7 +45,8 @@ class Runtime {
  public:
   virtual ~Runtime() = default;
   virtual std::string name() const = 0;
-  virtual RuntimeHandle start(const SandboxSpec& spec, const Volume& volume, const NetSlot& slot) = 0;
+  virtual RuntimeHandle start(const SandboxSpec& spec, const Volume& volume,
+                              const NetSlot& slot) = 0;
   virtual bool alive(const std::string& id, const RuntimeHandle& h) const = 0;
   virtual void pause(const std::string& id) = 0;
   virtual void resume(const std::string& id) = 0;

@@ -68,6 +68,13 @@ beast::tcp_stream& Exchange::stream() {
   conn_.upgraded = true;
   return conn_.stream;
 }
+void Exchange::take_over() { conn_.upgraded = true; }
+std::string Exchange::take_buffered() {
+  auto data = conn_.buffer.data();
+  std::string out(static_cast<const char*>(data.data()), data.size());
+  conn_.buffer.consume(data.size());
+  return out;
+}
 Server& Exchange::server() { return conn_.server; }
 std::uint64_t Exchange::connection_id() const { return conn_.id; }
 
@@ -138,7 +145,12 @@ asio::awaitable<void> Exchange::send_header(bhttp::response<bhttp::empty_body> r
   responded_ = true;
   res.version(11);
   res.keep_alive(keep_alive());
-  chunked_ = !res.has_content_length();
+  // No chunked framing where no body may follow (HEAD, 1xx, 204, 304): the client would not
+  // read the last-chunk marker and would take it for the next response.
+  auto status = res.result_int();
+  bool bodiless = request().method() == bhttp::verb::head || status / 100 == 1 || status == 204 ||
+                  status == 304;
+  chunked_ = !res.has_content_length() && !bodiless;
   if (chunked_) res.chunked(true);
   streamed_.emplace(std::move(res));
   serializer_.emplace(*streamed_);

@@ -11,6 +11,11 @@
 //    past the bound the connection is closed instead.
 //  - Everything runs on the io_context passed in; the server itself takes no locks, so run
 //    that io_context on one thread (or give each connection's work to one strand).
+//  - A streamed response that cannot carry a body (to HEAD, or status 1xx/204/304) and has
+//    no Content-Length is not chunked; write nothing but finish_body() for it.
+//  - Taking over the connection (take_over() or stream(), for upgrades and tunnels): the
+//    server then neither answers for the handler nor reads another request; it drops the
+//    connection once the handler returns (the handler does its I/O before returning).
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -74,8 +79,17 @@ class Exchange {
   bool responded() const { return responded_; }
   // Ask for the connection to close after this response.
   void close_after() { close_after_ = true; }
-  // The connection's stream, for protocol upgrades (WebSocket) that take it over.
+  // The connection's stream, for protocol upgrades (WebSocket) that take it over; calling it
+  // takes the connection over (see take_over).
   beast::tcp_stream& stream();
+  // Marks the connection as consumed by the handler: after the handler returns the server
+  // sends nothing (not even a 500) and closes the connection instead of reading the next
+  // request.
+  void take_over();
+  // Removes and returns the bytes the server has read from the connection beyond what the
+  // request parser consumed. Meaningful once the body is complete (body_done()), e.g. for
+  // an upgrade whose client spoke the new protocol before seeing the 101 answer.
+  std::string take_buffered();
   Server& server();
   std::uint64_t connection_id() const;
 
