@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <string>
 
 #include "connect/client.h"
@@ -15,7 +16,8 @@
 int main(int argc, char** argv) {
   std::string host = "127.0.0.1";
   unsigned short port = 49983;
-  std::string user, cwd;
+  std::string user, cwd, prefix;
+  std::map<std::string, std::string> headers;
   int i = 1;
   for (; i < argc; ++i) {
     std::string a = argv[i];
@@ -26,7 +28,11 @@ int main(int argc, char** argv) {
     if (a == "-h" || a == "--help") {
       std::puts(
           "envd-exec - run a command through envd\n\n"
-          "Usage: envd-exec [--host H] [--port N] [--user U] [--cwd DIR] -- CMD [ARGS...]\n\n"
+          "Usage: envd-exec [--host H] [--port N] [--user U] [--cwd DIR] [--prefix P]\n"
+          "                 [--header 'Name: value']... -- CMD [ARGS...]\n\n"
+          "  --prefix P   path before /process.Process/Start, to reach envd through a proxy,\n"
+          "               e.g. /proxy/<sandbox_id>/49983 on wrenn-agent\n"
+          "  --header H   extra request header (repeatable), e.g. 'X-Wrenn-Agent-Token: ...'\n\n"
           "Prints the command's stdout and stderr as they arrive and exits with its exit code\n"
           "(128+signal when it was killed).");
       return 0;
@@ -48,7 +54,24 @@ int main(int argc, char** argv) {
     }
     else if (a == "--user") user = argv[++i];
     else if (a == "--cwd") cwd = argv[++i];
-    else {
+    else if (a == "--prefix") {
+      prefix = argv[++i];
+      if (prefix.empty() || prefix[0] != '/' || prefix.back() == '/') {
+        std::fprintf(stderr, "envd-exec: --prefix must start with / and not end with /, got \"%s\"\n",
+                     prefix.c_str());
+        return 2;
+      }
+    } else if (a == "--header") {
+      std::string h = argv[++i];
+      auto colon = h.find(':');
+      if (colon == std::string::npos || colon == 0) {
+        std::fprintf(stderr, "envd-exec: --header wants 'Name: value', got \"%s\"\n", h.c_str());
+        return 2;
+      }
+      std::string value = h.substr(colon + 1);
+      value.erase(0, value.find_first_not_of(' '));
+      headers[h.substr(0, colon)] = value;
+    } else {
       std::fprintf(stderr, "envd-exec: unknown argument \"%s\" (see --help)\n", a.c_str());
       return 2;
     }
@@ -64,6 +87,7 @@ int main(int argc, char** argv) {
   req.set_stdin(false);
   try {
     wrenn::connect::Client client(host, port);
+    for (const auto& [k, v] : headers) client.default_headers()[k] = v;
     if (!user.empty()) {
       std::string cred = user + ":";
       std::string enc(4 * ((cred.size() + 2) / 3) + 1, '\0');
@@ -72,7 +96,7 @@ int main(int argc, char** argv) {
       enc.resize(static_cast<std::size_t>(n));
       client.default_headers()["Authorization"] = "Basic " + enc;
     }
-    auto stream = client.server_stream("/process.Process/Start", req);
+    auto stream = client.server_stream(prefix + "/process.Process/Start", req);
     process::StartResponse resp;
     int code = 0;
     while (stream->next(resp)) {

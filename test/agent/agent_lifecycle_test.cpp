@@ -99,7 +99,7 @@ pb::SandboxInfo get_sandbox(connect::Client& c, const std::string& id) {
 
 }  // namespace
 
-TEST_CASE("create, command, files, pause and resume, destroy - and nothing is left") {
+TEST_CASE("create then command then files then pause and resume then destroy leaves nothing") {
   enter_private_netns();
   TempDir dir;
   AgentProcess agent(dir.path(), {"--warm-slots", "0"});
@@ -201,7 +201,7 @@ TEST_CASE("create, command, files, pause and resume, destroy - and nothing is le
   CHECK(nft_ruleset() == ruleset_before);
 }
 
-TEST_CASE("the API needs the agent token; calls are idempotent by id and serialised") {
+TEST_CASE("the API needs the agent token and calls are idempotent by id and serialised") {
   enter_private_netns();
   TempDir dir;
   AgentProcess agent(dir.path());
@@ -276,7 +276,7 @@ TEST_CASE("the API needs the agent token; calls are idempotent by id and seriali
   CHECK(!host.kernel().empty());
 }
 
-TEST_CASE("defaults from create apply to commands; timeouts pause or destroy") {
+TEST_CASE("defaults from create apply to commands and timeouts pause or destroy") {
   enter_private_netns();
   TempDir dir;
   AgentProcess agent(dir.path());

@@ -53,7 +53,7 @@ std::size_t mounts_below(const std::string& dir) {
 
 }  // namespace
 
-TEST_CASE("sandboxes keep running across an agent restart and are re-adopted, paused ones too") {
+TEST_CASE("sandboxes keep running across an agent restart and are re-adopted - paused ones too") {
   enter_private_netns();
   TempDir dir;
   std::string cgroup_parent;
@@ -95,7 +95,7 @@ TEST_CASE("sandboxes keep running across an agent restart and are re-adopted, pa
 }
 
 TEST_CASE(
-    "SIGKILL during 20 creates: created sandboxes answer after restart, the rest leave no trace") {
+    "SIGKILL during 20 creates: created sandboxes answer after restart and the rest leave no trace") {
   enter_private_netns();
   TempDir dir;
   const std::string parent = "wrenn-crash-" + std::to_string(::getpid());

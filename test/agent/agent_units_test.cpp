@@ -14,7 +14,7 @@ using namespace wrenn;
 using namespace wrenn::agent;
 namespace fs = std::filesystem;
 
-TEST_CASE("a record survives a round trip through disk, and a torn or foreign one is refused") {
+TEST_CASE("a record survives a round trip through disk and a torn or foreign one is refused") {
   test::TempDir dir;
   fs::create_directories(dir.path() + "/sandboxes/sb-1");
   SandboxRecord r;
@@ -64,7 +64,7 @@ TEST_CASE("a record survives a round trip through disk, and a torn or foreign on
   CHECK(test::error_code_of([&] { read_record(dir.path(), "sb-3"); }) == Code::kDataLoss);
 }
 
-TEST_CASE("metric tiers: raw for minutes, averages for hours, unknown ranges refused") {
+TEST_CASE("metric tiers: raw for minutes and averages for hours - unknown ranges refused") {
   MetricsRing ring;
   const std::int64_t t0 = 1'000'000'000;
   for (int i = 0; i < 3600; ++i) {  // one hour at one sample a second
@@ -112,7 +112,7 @@ TEST_CASE("sandbox ids and template names are validated with a clear error") {
   }
 }
 
-TEST_CASE("the agent token is created once, 0600, and a group-readable one is refused") {
+TEST_CASE("the agent token is created once with mode 0600 and a group-readable one is refused") {
   test::TempDir dir;
   const std::string path = dir.path() + "/agent-token";
   std::string t1 = load_or_create_token(path);

@@ -277,7 +277,7 @@ TEST_CASE("net_slot: layout is pure address maths") {
   CHECK(error_code_of([] { slot_layout("/d", kMaxSlots); }) == Code::kInvalidArgument);
 }
 
-TEST_CASE("net_slot: create builds both sides, destroy removes everything") {
+TEST_CASE("net_slot: create builds both sides - destroy removes everything") {
   enter_private_netns();
   TempDir dir;
   SlotCleanup cleanup{dir.path()};
@@ -403,7 +403,7 @@ TEST_CASE("net_connect: connect_in_netns reaches loopback listeners in the slot"
   destroy_slot(dir.path(), 0);
 }
 
-TEST_CASE("net_pool: acquire lowest first, warm refill, release and drain") {
+TEST_CASE("net_pool: acquire lowest first - warm refill - release and drain") {
   enter_private_netns();
   TempDir dir;
   SlotCleanup cleanup{dir.path()};
@@ -472,7 +472,7 @@ TEST_CASE("net_pool: concurrent acquire and release") {
   check_nothing_left(dir.path());
 }
 
-TEST_CASE("net_pool: sweep_stale removes what a crashed agent left, keeps adopted slots") {
+TEST_CASE("net_pool: sweep_stale removes what a crashed agent left - keeps adopted slots") {
   enter_private_netns();
   TempDir dir;
   SlotCleanup cleanup{dir.path()};
@@ -539,7 +539,7 @@ TEST_CASE("net_pool: nameservers from resolv.conf skip loopback and IPv6") {
   CHECK(resolve_nameservers({"9.9.9.9"}, path) == std::vector<std::string>{"9.9.9.9"});
 }
 
-TEST_CASE("net_firewall: install is repeatable, remove tolerates absence") {
+TEST_CASE("net_firewall: install is repeatable - remove tolerates absence") {
   enter_private_netns();
   CHECK(firewall_ruleset().empty());
   remove_firewall();
@@ -599,7 +599,7 @@ TEST_CASE("net_firewall: isolates sandboxes from each other and from the host") 
   CHECK(from_a(b.sandbox_ip, port_b));
 }
 
-TEST_CASE("net_firewall: egress is masqueraded, private and metadata ranges are dropped") {
+TEST_CASE("net_firewall: egress is masqueraded - private and metadata ranges are dropped") {
   enter_private_netns();
   enable_ip_forwarding();
   Outside outside = make_outside();

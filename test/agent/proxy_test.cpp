@@ -314,6 +314,7 @@ TEST_CASE("proxy: GET passes the raw path and query through and rewrites Host an
   SECTION("Basic auth passes, X-Forwarded-For is appended to, hop-by-hop headers go") {
     auto r = http_request(proxy.port(), bhttp::verb::get, prefix(up.port()), "",
                           {{"Authorization", "Basic dXNlcjo="},
+                           {"X-Wrenn-Agent-Token", "agent-secret-token"},
                            {"X-Forwarded-For", "203.0.113.7"},
                            {"X-Forwarded-Proto", "https"},
                            {"Connection", "keep-alive, X-Hop"},
@@ -328,6 +329,8 @@ TEST_CASE("proxy: GET passes the raw path and query through and rewrites Host an
     CHECK(g["x-forwarded-proto"] == "https");
     CHECK(g.count("x-hop") == 0);
     CHECK(g.count("proxy-authorization") == 0);
+    CHECK(g.count("x-wrenn-agent-token") == 0);
+    CHECK(r.body().find("agent-secret-token") == std::string::npos);
     CHECK(g.count("te") == 0);
   }
   SECTION("a rest-less path with a query") {

@@ -363,7 +363,7 @@ TEST_CASE("ns runtime: privileged operations fail inside the sandbox") {
   w.stop(sb);
 }
 
-TEST_CASE("ns runtime: disk_mb bounds what the sandbox writes, the template stays untouched") {
+TEST_CASE("ns runtime: disk_mb bounds what the sandbox writes - the template stays untouched") {
   World w;
   auto sb = w.start("sb-disk", 32);
   auto r = exec_in(sb.slot.netns_path, "dd if=/dev/zero of=/root/big bs=1M count=64");
@@ -412,7 +412,7 @@ TEST_CASE("ns runtime: pids_max stops a fork bomb and envd keeps answering") {
   w.stop(sb);
 }
 
-TEST_CASE("ns runtime: pause freezes every process, resume thaws them, stop works while frozen") {
+TEST_CASE("ns runtime: pause freezes every process - resume thaws them - stop works while frozen") {
   World w;
   auto sb = w.start("sb-pause");
   auto r = exec_in(
@@ -459,7 +459,7 @@ TEST_CASE("ns runtime: pause freezes every process, resume thaws them, stop work
   CHECK(kill(sb.handle.pid, 0) != 0);
 }
 
-TEST_CASE("ns runtime: sweep_stale removes sandboxes not kept, and only those") {
+TEST_CASE("ns runtime: sweep_stale removes sandboxes not kept - and only those") {
   World w;
   auto a = w.start("sb-a");
   auto b = w.start("sb-b");
@@ -520,7 +520,7 @@ TEST_CASE("ns runtime: a failed start leaves no process or cgroup behind") {
   w.volumes->release(spec.id);
 }
 
-TEST_CASE("overlay volumes: prepare and release, bounds, modes, timings") {
+TEST_CASE("overlay volumes: prepare and release - bounds - modes - timings") {
   World w;
   CHECK(test::error_code_of([&] { w.volumes->prepare("v0", w.tmp.path() + "/nope", 64); }) ==
         Code::kNotFound);

@@ -246,6 +246,8 @@ bhttp::request<bhttp::empty_body> upstream_request(const http::Exchange& ex, con
     }
     if (opts.strip_bearer && iequals(name, "authorization") && istarts_with(value, "bearer "))
       continue;
+    // The agent's own token header never reaches a sandbox.
+    if (iequals(name, "x-wrenn-agent-token")) continue;
     if (iequals(name, "x-forwarded-host")) has_xfh = true;
     if (iequals(name, "x-forwarded-proto")) has_xfp = true;
     up.insert(name, value);
