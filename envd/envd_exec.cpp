@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "envd-exec: %s needs a value\n", a.c_str());
       return 2;
     }
-    if (a == "--host") host = argv[++i];
+    if (a == "--host")
+      host = argv[++i];
     else if (a == "--port") {
       std::string v = argv[++i];
       char* endp = nullptr;
@@ -51,13 +52,15 @@ int main(int argc, char** argv) {
         return 2;
       }
       port = static_cast<unsigned short>(p);
-    }
-    else if (a == "--user") user = argv[++i];
-    else if (a == "--cwd") cwd = argv[++i];
+    } else if (a == "--user")
+      user = argv[++i];
+    else if (a == "--cwd")
+      cwd = argv[++i];
     else if (a == "--prefix") {
       prefix = argv[++i];
       if (prefix.empty() || prefix[0] != '/' || prefix.back() == '/') {
-        std::fprintf(stderr, "envd-exec: --prefix must start with / and not end with /, got \"%s\"\n",
+        std::fprintf(stderr,
+                     "envd-exec: --prefix must start with / and not end with /, got \"%s\"\n",
                      prefix.c_str());
         return 2;
       }
@@ -92,7 +95,8 @@ int main(int argc, char** argv) {
       std::string cred = user + ":";
       std::string enc(4 * ((cred.size() + 2) / 3) + 1, '\0');
       int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(enc.data()),
-                              reinterpret_cast<const unsigned char*>(cred.data()), static_cast<int>(cred.size()));
+                              reinterpret_cast<const unsigned char*>(cred.data()),
+                              static_cast<int>(cred.size()));
       enc.resize(static_cast<std::size_t>(n));
       client.default_headers()["Authorization"] = "Basic " + enc;
     }
@@ -123,7 +127,8 @@ int main(int argc, char** argv) {
     }
     return code;
   } catch (const wrenn::Error& e) {
-    std::fprintf(stderr, "envd-exec: %s: %s\n", std::string(wrenn::code_name(e.code())).c_str(), e.what());
+    std::fprintf(stderr, "envd-exec: %s: %s\n", std::string(wrenn::code_name(e.code())).c_str(),
+                 e.what());
     return 1;
   }
 }

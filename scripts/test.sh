@@ -11,7 +11,10 @@ build=build
 flags=()
 if [ "${1:-}" = "--sanitize" ]; then
   build=build-san
-  flags=(-DWRENN_SANITIZE=ON)
+  # Sandboxes need a static envd, which a sanitizer build cannot link: take the normal one.
+  cmake -S . -B build -G Ninja >/dev/null
+  ninja -C build envd
+  flags=(-DWRENN_SANITIZE=ON "-DWRENN_SANDBOX_ENVD=$PWD/build/bin/envd")
 fi
 
 cmake -S . -B "$build" -G Ninja "${flags[@]}" >/dev/null

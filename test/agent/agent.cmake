@@ -4,7 +4,7 @@ set(WRENN_TEST_IMAGES ${CMAKE_BINARY_DIR}/test-images)
 add_custom_command(
   OUTPUT ${WRENN_TEST_IMAGES}/busybox/etc/wrenn-template
   COMMAND ${CMAKE_COMMAND} -E make_directory ${WRENN_TEST_IMAGES}
-  COMMAND bash ${CMAKE_SOURCE_DIR}/images/busybox/build.sh ${WRENN_TEST_IMAGES}/busybox $<TARGET_FILE:envd>
+  COMMAND bash ${CMAKE_SOURCE_DIR}/images/busybox/build.sh ${WRENN_TEST_IMAGES}/busybox ${SANDBOX_ENVD}
   DEPENDS envd ${CMAKE_SOURCE_DIR}/images/busybox/build.sh
   COMMENT "Building the busybox test template")
 add_custom_target(busybox_test_image ALL DEPENDS ${WRENN_TEST_IMAGES}/busybox/etc/wrenn-template)

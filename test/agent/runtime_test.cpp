@@ -194,14 +194,14 @@ struct World {
     fs::create_directories(state_dir);
     std::string src = WRENN_SOURCE_DIR;
     REQUIRE(run({"bash", src + "/images/busybox/build.sh", template_root,
-                 test::bin_dir() + "/envd"}) == 0);
+                 test::sandbox_envd()}) == 0);
     fs::copy_file(test::bin_dir() + "/runtime_probe", template_root + "/usr/local/bin/probe");
     volumes = std::make_unique<OverlayVolumes>(state_dir);
     NsRuntimeOptions o;
     o.state_dir = state_dir;
     o.cgroup_parent = parent;
     o.nsinit_path = test::bin_dir() + "/wrenn-nsinit";
-    o.envd_path = test::bin_dir() + "/envd";
+    o.envd_path = test::sandbox_envd();
     runtime = std::make_unique<NsRuntime>(o);
   }
 

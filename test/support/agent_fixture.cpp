@@ -75,9 +75,17 @@ AgentProcess::AgentProcess(std::string dir, std::vector<std::string> extra_args)
   int fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) throw std::runtime_error("cannot create " + log_path_);
   const std::size_t log_start = fs::file_size(log_path_);
-  std::vector<std::string> args = {
-      bin_dir() + "/wrenn-agent", "--dir",        dir_,           "--listen",  "127.0.0.1:0",
-      "--cgroup-parent",          cgroup_parent_, "--nameserver", "192.0.2.53"};
+  std::vector<std::string> args = {bin_dir() + "/wrenn-agent",
+                                   "--dir",
+                                   dir_,
+                                   "--listen",
+                                   "127.0.0.1:0",
+                                   "--cgroup-parent",
+                                   cgroup_parent_,
+                                   "--nameserver",
+                                   "192.0.2.53",
+                                   "--envd",
+                                   sandbox_envd()};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   pid_ = ::fork();
   if (pid_ == 0) {

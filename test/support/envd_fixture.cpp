@@ -28,7 +28,13 @@ std::string bin_dir() {
   return d;
 }
 
-EnvdProcess::EnvdProcess(std::vector<std::string> extra_args) : EnvdProcess({}, std::move(extra_args)) {}
+std::string sandbox_envd() {
+  const char* e = std::getenv("WRENN_SANDBOX_ENVD");
+  return e && *e ? std::string(e) : bin_dir() + "/envd";
+}
+
+EnvdProcess::EnvdProcess(std::vector<std::string> extra_args)
+    : EnvdProcess({}, std::move(extra_args)) {}
 
 EnvdProcess::EnvdProcess(std::vector<std::string> wrapper, std::vector<std::string> extra_args) {
   char tmpl[] = "/tmp/envd-log-XXXXXX";
@@ -37,8 +43,9 @@ EnvdProcess::EnvdProcess(std::vector<std::string> wrapper, std::vector<std::stri
   log_path_ = tmpl;
   std::string exe = bin_dir() + "/envd";
   std::vector<std::string> args = wrapper;
-  for (std::string a : {exe, std::string("--host"), std::string("127.0.0.1"), std::string("--port"), std::string("0"),
-                        std::string("--run-dir"), std::string("/tmp/wrenn-test-run")})
+  for (std::string a :
+       {exe, std::string("--host"), std::string("127.0.0.1"), std::string("--port"),
+        std::string("0"), std::string("--run-dir"), std::string("/tmp/wrenn-test-run")})
     args.push_back(a);
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   pid_ = ::fork();
@@ -69,7 +76,8 @@ EnvdProcess::EnvdProcess(std::vector<std::string> wrapper, std::vector<std::stri
 EnvdProcess::~EnvdProcess() {
   // An envd that died under a test is the interesting part of the failure: show its log.
   if (pid_ > 0 && !running()) {
-    std::fprintf(stderr, "envd (pid %d) exited during the test; its log:\n%s\n", pid_, log().c_str());
+    std::fprintf(stderr, "envd (pid %d) exited during the test; its log:\n%s\n", pid_,
+                 log().c_str());
     pid_ = -1;
   }
   if (pid_ > 0) {
@@ -95,7 +103,9 @@ bool EnvdProcess::running() const {
   return pid_ > 0 && ::waitpid(pid_, &status, WNOHANG) == 0;
 }
 
-std::string EnvdProcess::log() const { return read_file(log_path_); }
+std::string EnvdProcess::log() const {
+  return read_file(log_path_);
+}
 
 std::size_t EnvdProcess::rss_bytes() const {
   std::ifstream f("/proc/" + std::to_string(pid_) + "/status");
@@ -112,8 +122,8 @@ std::size_t EnvdProcess::rss_bytes() const {
   return 0;
 }
 
-Response http_request(unsigned short port, bhttp::verb method, const std::string& target, const std::string& body,
-                      const std::map<std::string, std::string>& headers) {
+Response http_request(unsigned short port, bhttp::verb method, const std::string& target,
+                      const std::string& body, const std::map<std::string, std::string>& headers) {
   boost::asio::io_context io;
   boost::beast::tcp_stream s(io);
   s.connect(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), port));

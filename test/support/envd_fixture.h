@@ -17,6 +17,8 @@ namespace wrenn::test {
 // Directory of the binaries under test (build/bin), from the WRENN_BIN_DIR environment
 // variable that ctest sets.
 std::string bin_dir();
+// The static envd that goes into sandboxes (WRENN_SANDBOX_ENVD, else bin_dir()/envd).
+std::string sandbox_envd();
 
 class EnvdProcess {
  public:
@@ -45,8 +47,9 @@ class EnvdProcess {
 using Response = boost::beast::http::response<boost::beast::http::string_body>;
 
 // One plain HTTP/1.1 request on a fresh connection.
-Response http_request(unsigned short port, boost::beast::http::verb method, const std::string& target,
-                      const std::string& body = "", const std::map<std::string, std::string>& headers = {});
+Response http_request(unsigned short port, boost::beast::http::verb method,
+                      const std::string& target, const std::string& body = "",
+                      const std::map<std::string, std::string>& headers = {});
 
 // A scratch directory removed at destruction.
 class TempDir {
