@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The benchmark command: installs what the build needs, builds envd and envd_bench into
-# build/ (the same build tree scripts/test.sh uses) and runs the benchmark, which starts
-# the real envd on a loopback port and prints its figures (under a minute).
+# The benchmark command: installs what the build needs, builds into build/ (the same build
+# tree scripts/test.sh uses) and runs both benchmarks, printing their figures:
+#  - envd_bench: the real envd on a loopback port (under a minute);
+#  - agent_bench: the real wrenn-agent against crun, in private network and mount
+#    namespaces so the host's networking and mounts are untouched (needs root, ~1 min).
 #   bash scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,11 +12,17 @@ bash scripts/install-deps.sh
 
 build=build
 cmake -S . -B "$build" -G Ninja >/dev/null
-echo "bench: building envd and envd_bench in $build/" >&2
-ninja -C "$build" envd envd_bench
+echo "bench: building the benchmarks in $build/" >&2
+ninja -C "$build" envd envd_bench agent_bench wrenn-agent wrenn-nsinit busybox_test_image
 if grep -q '^WRENN_SANITIZE:BOOL=ON' "$build/CMakeCache.txt"; then
   echo "bench: warning: $build/ is built with WRENN_SANITIZE=ON; figures are not representative" >&2
 fi
 
 echo >&2
 WRENN_BIN_DIR="$PWD/$build/bin" "$build/bin/envd_bench"
+echo >&2
+if [ "$(id -u)" -eq 0 ]; then
+  WRENN_BIN_DIR="$PWD/$build/bin" unshare --mount --propagation private "$build/bin/agent_bench"
+else
+  echo "bench: agent_bench skipped (needs root)" >&2
+fi
