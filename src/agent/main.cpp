@@ -214,22 +214,14 @@ int main(int argc, char** argv) {
 
     enable_ip_forwarding();
     FirewallOptions fw;
-    fw.nameservers = cfg.nameservers;
     fw.allow_private = cfg.allow_private;
     SlotPoolOptions so;
     so.state_dir = cfg.dir;
     so.warm = cfg.warm;
     so.nameservers = cfg.nameservers;
     SlotPool slots(so);
-    if (fw.nameservers.empty()) {
-      // Allow DNS to whatever resolvers sandboxes are given, even on private networks.
-      std::string rc = slots.resolv_conf();
-      for (std::size_t pos = 0; (pos = rc.find("nameserver ", pos)) != std::string::npos;) {
-        pos += 11;
-        auto end = rc.find('\n', pos);
-        fw.nameservers.push_back(rc.substr(pos, end - pos));
-      }
-    }
+    // DNS to the sandboxes' resolvers is allowed even when they sit on a private network.
+    fw.nameservers = slots.nameservers();
     install_firewall(fw);
 
     NsRuntimeOptions ro;
@@ -237,6 +229,7 @@ int main(int argc, char** argv) {
     ro.cgroup_parent = cfg.cgroup_parent;
     ro.nsinit_path = cfg.nsinit;
     ro.envd_path = cfg.envd;
+    ro.resolv_conf = slots.resolv_conf();
     NsRuntime runtime(ro);
     OverlayVolumes volumes(cfg.dir);
     ManagerOptions mo;

@@ -117,6 +117,10 @@ TEST_CASE("create then command then files then pause and resume then destroy lea
   CHECK(r.exit_code == 0);
   CHECK(r.output == "hello from sb-life\nroot\n");
   CHECK(run_in_sandbox(agent, "sb-life", "id -un", "wrenn-user").output == "wrenn-user\n");
+  // Its name and resolver (the fixture passes --nameserver 192.0.2.53).
+  CHECK(run_in_sandbox(agent, "sb-life",
+                       "cat /etc/hostname; grep -c sb-life /etc/hosts; cat /etc/resolv.conf")
+            .output == "sb-life\n1\nnameserver 192.0.2.53\n");
 
   // Files through envd's /files, both ways.
   const std::string boundary = "wrennboundary42";

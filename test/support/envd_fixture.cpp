@@ -30,7 +30,12 @@ std::string bin_dir() {
 
 std::string sandbox_envd() {
   const char* e = std::getenv("WRENN_SANDBOX_ENVD");
-  return e && *e ? std::string(e) : bin_dir() + "/envd";
+  if (e && *e) return e;
+#ifdef WRENN_SANDBOX_ENVD_PATH
+  return WRENN_SANDBOX_ENVD_PATH;
+#else
+  return bin_dir() + "/envd";
+#endif
 }
 
 EnvdProcess::EnvdProcess(std::vector<std::string> extra_args)

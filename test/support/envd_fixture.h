@@ -17,7 +17,8 @@ namespace wrenn::test {
 // Directory of the binaries under test (build/bin), from the WRENN_BIN_DIR environment
 // variable that ctest sets.
 std::string bin_dir();
-// The static envd that goes into sandboxes (WRENN_SANDBOX_ENVD, else bin_dir()/envd).
+// The static envd that goes into sandboxes: $WRENN_SANDBOX_ENVD, else the build's
+// WRENN_SANDBOX_ENVD setting, else bin_dir()/envd.
 std::string sandbox_envd();
 
 class EnvdProcess {

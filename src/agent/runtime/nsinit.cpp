@@ -354,7 +354,10 @@ int main(int argc, char** argv) {
   }
   umask(022);
   mkdir_p(root + "/etc");
-  if (write_hostname) write_file(root + "/etc/hostname", hostname + "\n");
+  if (write_hostname) {
+    write_file(root + "/etc/hostname", hostname + "\n");
+    write_file(root + "/etc/hosts", "127.0.0.1 localhost " + hostname + "\n::1 localhost\n");
+  }
   if (have_resolv) write_file(root + "/etc/resolv.conf", resolv_conf);
   check(sethostname(hostname.data(), hostname.size()), "sethostname " + hostname);
 

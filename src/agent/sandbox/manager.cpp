@@ -46,12 +46,6 @@ std::uint64_t host_memory_mb() {
              : 0;
 }
 
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::trunc);
-  out << text;
-  if (!out) throw Error(Code::kInternal, "write " + path + " failed");
-}
-
 }  // namespace
 
 void validate_sandbox_id(const std::string& id) {
@@ -220,12 +214,8 @@ SandboxView SandboxManager::create(const CreateParams& p) {
       rec.slot = slot.index;
     }
     write(*e);
+    // The runtime writes the sandbox's /etc/hostname, /etc/hosts and /etc/resolv.conf.
     Volume vol = volumes_.prepare(p.id, template_root, disk_mb);
-    // The sandbox's own view of its name and resolver, written into its writable layer.
-    fs::create_directories(vol.rootfs + "/etc");
-    write_text(vol.rootfs + "/etc/resolv.conf", slots_.resolv_conf());
-    write_text(vol.rootfs + "/etc/hostname", p.id + "\n");
-    write_text(vol.rootfs + "/etc/hosts", "127.0.0.1 localhost " + p.id + "\n::1 localhost\n");
 
     SandboxSpec spec;
     spec.id = p.id;
