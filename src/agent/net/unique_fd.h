@@ -1,4 +1,4 @@
-// Owning file descriptor (closed on destruction). Private to wrenn_agent_net.
+// Owning file descriptor (closed on destruction), shared by the agent's net and runtime parts.
 #pragma once
 
 #include <unistd.h>
@@ -25,6 +25,7 @@ class UniqueFd {
 
   int get() const { return fd_; }
   explicit operator bool() const { return fd_ >= 0; }
+  bool valid() const { return fd_ >= 0; }
   int release() { return std::exchange(fd_, -1); }
   void reset(int fd = -1) {
     if (fd_ >= 0) ::close(fd_);

@@ -13,11 +13,6 @@
 
 namespace wrenn::agent {
 
-void UniqueFd::reset(int fd) {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = fd;
-}
-
 UniqueFd open_fd(const std::string& path, int flags, unsigned mode) {
   int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
   if (fd < 0) throw errno_error(errno, "open " + path);

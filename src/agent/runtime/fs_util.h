@@ -7,30 +7,10 @@
 #include <utility>
 #include <vector>
 
+#include "net/unique_fd.h"
+
 namespace wrenn::agent {
 
-// Owns one file descriptor; closes it at destruction.
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() { reset(); }
-  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) reset(std::exchange(o.fd_, -1));
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int release() { return std::exchange(fd_, -1); }
-  void reset(int fd = -1);
-
- private:
-  int fd_ = -1;
-};
 
 // open(2) with O_CLOEXEC added; throws errno_error("open <path>") on failure.
 UniqueFd open_fd(const std::string& path, int flags, unsigned mode = 0);
