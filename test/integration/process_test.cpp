@@ -3,14 +3,13 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <random>
 #include <thread>
-
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/write.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
 
 #include "connect/client.h"
 #include "envd/process.pb.h"
@@ -18,9 +17,9 @@
 #include "error.h"
 
 using namespace wrenn;
-using test::error_code_of;
 using connect::Client;
 using connect::Codec;
+using test::error_code_of;
 
 namespace {
 
@@ -84,7 +83,6 @@ std::string basic(const std::string& user) {
   return "";
 }
 
-
 process::ProcessSelector by_pid(std::uint32_t pid) {
   process::ProcessSelector s;
   s.set_pid(pid);
@@ -113,12 +111,14 @@ TEST_CASE("commands run as root with cwd and env, in both codecs") {
 TEST_CASE("commands run as an unprivileged user named by Basic auth, with its groups") {
   test::EnvdProcess envd;
   Client c("127.0.0.1", envd.port());
-  auto r = run(c, cmd("id -u; id -g; id -G; echo $USER $LOGNAME", "/tmp"), {{"Authorization", basic("nobody")}});
+  auto r = run(c, cmd("id -u; id -g; id -G; echo $USER $LOGNAME", "/tmp"),
+               {{"Authorization", basic("nobody")}});
   CHECK(r.out == "65534\n65534\n65534\nnobody nobody\n");
   CHECK(r.exit_code == 0);
   // A user that does not exist is refused, not silently run as root.
-  CHECK(error_code_of([&] { run(c, cmd("true", "/tmp"), {{"Authorization", basic("ghost")}}); }) ==
-        Code::kUnauthenticated);
+  CHECK(error_code_of([&] {
+          run(c, cmd("true", "/tmp"), {{"Authorization", basic("ghost")}});
+        }) == Code::kUnauthenticated);
 }
 
 TEST_CASE("default cwd is the user's home; ~ and relative cwd resolve against it") {
@@ -156,7 +156,8 @@ TEST_CASE("a slow reader loses nothing: output waits for it (backpressure)") {
   Client c("127.0.0.1", envd.port());
   // 32 MiB is far above the per-subscriber high-water mark; the client sleeps before
   // reading so envd must hold the child back rather than drop output.
-  auto s = c.server_stream("/process.Process/Start", cmd("head -c 33554432 /dev/zero | tr '\\0' 'x'; echo done >&2"));
+  auto s = c.server_stream("/process.Process/Start",
+                           cmd("head -c 33554432 /dev/zero | tr '\\0' 'x'; echo done >&2"));
   std::this_thread::sleep_for(std::chrono::seconds(2));
 #ifndef WRENN_SANITIZE_BUILD
   CHECK(envd.rss_bytes() < 64u << 20);  // envd did not buffer the whole output
@@ -179,7 +180,8 @@ TEST_CASE("100 concurrent processes each get exactly their own output") {
     threads.emplace_back([&, i] {
       try {
         Client c("127.0.0.1", envd.port(), i % 2 ? Codec::kJson : Codec::kProto);
-        results[i] = run(c, cmd("sleep 0.2; echo " + std::to_string(i) + "; exit " + std::to_string(i % 50)));
+        results[i] = run(
+            c, cmd("sleep 0.2; echo " + std::to_string(i) + "; exit " + std::to_string(i % 50)));
       } catch (...) {
         ++errors;
       }
@@ -225,7 +227,8 @@ TEST_CASE("PTY: echo, resize, Ctrl-C") {
   auto read_until = [&](const std::string& needle) {
     INFO("waiting for \"" << needle << "\"; screen so far: " << screen);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (screen.find(needle) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    while (screen.find(needle) == std::string::npos &&
+           std::chrono::steady_clock::now() < deadline) {
       REQUIRE(s->next(resp));
       if (resp.event().has_data()) screen += resp.event().data().pty();
       REQUIRE_FALSE(resp.event().has_end());
@@ -314,9 +317,11 @@ TEST_CASE("stdin: false gives /dev/null; input to such a process is refused") {
   *in.mutable_process() = by_pid(first.event().start().pid());
   in.mutable_input()->set_stdin("x");
   process::SendInputResponse o;
-  CHECK(error_code_of([&] { ctl.unary("/process.Process/SendInput", in, o); }) == Code::kFailedPrecondition);
+  CHECK(error_code_of([&] { ctl.unary("/process.Process/SendInput", in, o); }) ==
+        Code::kFailedPrecondition);
   in.mutable_input()->set_pty("x");
-  CHECK(error_code_of([&] { ctl.unary("/process.Process/SendInput", in, o); }) == Code::kFailedPrecondition);
+  CHECK(error_code_of([&] { ctl.unary("/process.Process/SendInput", in, o); }) ==
+        Code::kFailedPrecondition);
   RunResult r;
   collect(*s, r);
   CHECK(r.out == "0\n");
@@ -335,7 +340,8 @@ TEST_CASE("SendSignal: SIGTERM and SIGKILL; other signals refused") {
     *bad.mutable_process() = by_pid(first.event().start().pid());
     bad.set_signal(static_cast<process::Signal>(2));
     process::SendSignalResponse o;
-    CHECK(error_code_of([&] { ctl.unary("/process.Process/SendSignal", bad, o); }) == Code::kInvalidArgument);
+    CHECK(error_code_of([&] { ctl.unary("/process.Process/SendSignal", bad, o); }) ==
+          Code::kInvalidArgument);
     process::SendSignalRequest req = bad;
     req.set_signal(sig);
     ctl.unary("/process.Process/SendSignal", req, o);
@@ -349,7 +355,8 @@ TEST_CASE("SendSignal: SIGTERM and SIGKILL; other signals refused") {
   none.mutable_process()->set_pid(999999);
   none.set_signal(process::SIGNAL_SIGKILL);
   process::SendSignalResponse o;
-  CHECK(error_code_of([&] { ctl.unary("/process.Process/SendSignal", none, o); }) == Code::kNotFound);
+  CHECK(error_code_of([&] { ctl.unary("/process.Process/SendSignal", none, o); }) ==
+        Code::kNotFound);
 }
 
 TEST_CASE("Connect attaches mid-run by pid or tag; List shows running processes with tags") {
@@ -390,8 +397,9 @@ TEST_CASE("Connect attaches mid-run by pid or tag; List shows running processes 
     CHECK(r.exit_code == 5);
   }
   // Attaching after the process ended: not found.
-  CHECK(error_code_of([&] { by_pid_client.server_stream("/process.Process/Connect", pid_req)->next(first); }) ==
-        Code::kNotFound);
+  CHECK(error_code_of([&] {
+          by_pid_client.server_stream("/process.Process/Connect", pid_req)->next(first);
+        }) == Code::kNotFound);
   RunResult all;
   collect(*s, all);
   CHECK(all.out.find("tick1\n") != std::string::npos);
@@ -404,7 +412,8 @@ TEST_CASE("a process outlives its client") {
   test::TempDir dir;
   {
     Client c("127.0.0.1", envd.port());
-    auto s = c.server_stream("/process.Process/Start", cmd("sleep 0.5; echo survived > out", dir.path()));
+    auto s = c.server_stream("/process.Process/Start",
+                             cmd("sleep 0.5; echo survived > out", dir.path()));
     process::StartResponse first;
     REQUIRE(s->next(first));
   }  // client and stream gone
@@ -436,8 +445,9 @@ TEST_CASE("Connect-Timeout-Ms kills the process and ends the stream with deadlin
   Client c("127.0.0.1", envd.port());
   RunResult r;
   auto t0 = std::chrono::steady_clock::now();
-  auto s = c.server_stream("/process.Process/Start", cmd("echo $$ > pid; exec sleep 100", dir.path()),
-                           {{"Connect-Timeout-Ms", "700"}});
+  auto s =
+      c.server_stream("/process.Process/Start", cmd("echo $$ > pid; exec sleep 100", dir.path()),
+                      {{"Connect-Timeout-Ms", "700"}});
   CHECK(error_code_of([&] { collect(*s, r); }) == Code::kDeadlineExceeded);
   CHECK(r.saw_end);
   CHECK(r.status == "signal: 9 (SIGKILL)");
@@ -459,8 +469,9 @@ TEST_CASE("Connect-Timeout-Ms bounds a unary call") {
   in.mutable_input()->set_stdin(std::string(1 << 20, 'x'));
   process::SendInputResponse out;
   auto t0 = std::chrono::steady_clock::now();
-  CHECK(error_code_of([&] { ctl.unary("/process.Process/SendInput", in, out, {{"Connect-Timeout-Ms", "300"}}); }) ==
-        Code::kDeadlineExceeded);
+  CHECK(error_code_of([&] {
+          ctl.unary("/process.Process/SendInput", in, out, {{"Connect-Timeout-Ms", "300"}});
+        }) == Code::kDeadlineExceeded);
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(3));
   // envd is still responsive and the process can still be signalled.
   process::SendSignalRequest kill;
@@ -512,7 +523,8 @@ TEST_CASE("bad input gets the right error and envd stays up") {
     CHECK(big.body().find("resource_exhausted") != std::string::npos);
   }
   // A stream envelope announcing 1 GiB.
-  r = post("/process.Process/Start", "application/connect+json", std::string("\x00\x40\x00\x00\x00", 5));
+  r = post("/process.Process/Start", "application/connect+json",
+           std::string("\x00\x40\x00\x00\x00", 5));
   CHECK(r.result_int() == 200);
   CHECK(r.body().find("resource_exhausted") != std::string::npos);
   // Bad timeout header.
@@ -550,4 +562,21 @@ TEST_CASE("bad input gets the right error and envd stays up") {
   r = test::http_request(envd.port(), bhttp::verb::get, "/health");
   CHECK(r.result_int() == 200);
   CHECK(envd.running());
+}
+
+TEST_CASE("a unary call with Connect-Timeout-Ms that fails reports its own error at once") {
+  test::EnvdProcess envd;
+  Client c("127.0.0.1", envd.port());
+  process::SendSignalRequest kill;
+  kill.mutable_process()->set_pid(999999);
+  kill.set_signal(process::SIGNAL_SIGKILL);
+  process::SendSignalResponse out;
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK(error_code_of([&] {
+          c.unary("/process.Process/SendSignal", kill, out, {{"Connect-Timeout-Ms", "5000"}});
+        }) == Code::kNotFound);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(1));
+  // The connection stays usable after an error whose request body was read.
+  CHECK(error_code_of([&] { c.unary("/process.Process/SendSignal", kill, out); }) ==
+        Code::kNotFound);
 }

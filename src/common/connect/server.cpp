@@ -16,11 +16,13 @@ namespace beast = boost::beast;
 
 std::chrono::milliseconds parse_timeout_ms(std::string_view v) {
   if (v.empty() || v.size() > 10)
-    throw Error(Code::kInvalidArgument, "Connect-Timeout-Ms must be 1 to 10 digits, got \"" + std::string(v) + "\"");
+    throw Error(Code::kInvalidArgument,
+                "Connect-Timeout-Ms must be 1 to 10 digits, got \"" + std::string(v) + "\"");
   std::uint64_t n = 0;
   for (char c : v) {
     if (c < '0' || c > '9')
-      throw Error(Code::kInvalidArgument, "Connect-Timeout-Ms must be digits, got \"" + std::string(v) + "\"");
+      throw Error(Code::kInvalidArgument,
+                  "Connect-Timeout-Ms must be digits, got \"" + std::string(v) + "\"");
     n = n * 10 + static_cast<std::uint64_t>(c - '0');
   }
   return std::chrono::milliseconds(n);
@@ -68,21 +70,24 @@ bool Router::handles(std::string_view path) const {
 
 namespace {
 asio::awaitable<void> send_unary_error(http::Exchange& ex, const Error& err) {
-  co_await ex.send(static_cast<bhttp::status>(http_status(err.code())), "application/json", error_json(err));
+  co_await ex.send(static_cast<bhttp::status>(http_status(err.code())), "application/json",
+                   error_json(err));
 }
 }  // namespace
 
 asio::awaitable<void> Router::serve(http::Exchange& ex) {
   auto it = methods_.find(ex.path());
   if (it == methods_.end()) {
-    co_await send_unary_error(ex, Error(Code::kUnimplemented, "no such procedure: " + std::string(ex.path())));
+    co_await send_unary_error(
+        ex, Error(Code::kUnimplemented, "no such procedure: " + std::string(ex.path())));
     co_return;
   }
   const Method& m = it->second;
   if (ex.method() != bhttp::verb::post) {
-    auto res = http::make_response(bhttp::status::method_not_allowed, "application/json",
-                                   error_json(Error(Code::kUnimplemented, "Connect procedures take POST, got " +
-                                                                              std::string(ex.request().method_string()))));
+    auto res = http::make_response(
+        bhttp::status::method_not_allowed, "application/json",
+        error_json(Error(Code::kUnimplemented, "Connect procedures take POST, got " +
+                                                   std::string(ex.request().method_string()))));
     res.set(bhttp::field::allow, "POST");
     co_await ex.send(std::move(res));
     co_return;
@@ -92,11 +97,12 @@ asio::awaitable<void> Router::serve(http::Exchange& ex) {
   if (!ct || ct->streaming != want_stream) {
     std::string expected = want_stream ? "application/connect+proto or application/connect+json"
                                        : "application/proto or application/json";
-    co_await ex.send(bhttp::status::unsupported_media_type, "application/json",
-                     error_json(Error(Code::kInvalidArgument,
-                                      "unsupported content type \"" +
-                                          std::string(ex.header(bhttp::field::content_type)) + "\" for " +
-                                          std::string(ex.path()) + "; expected " + expected)));
+    co_await ex.send(
+        bhttp::status::unsupported_media_type, "application/json",
+        error_json(Error(Code::kInvalidArgument,
+                         "unsupported content type \"" +
+                             std::string(ex.header(bhttp::field::content_type)) + "\" for " +
+                             std::string(ex.path()) + "; expected " + expected)));
     co_return;
   }
   if (want_stream)
@@ -105,17 +111,42 @@ asio::awaitable<void> Router::serve(http::Exchange& ex) {
     co_await serve_unary(ex, m, *ct);
 }
 
+namespace {
+
+// Runs a unary handler to completion, turning its failure into a value: Asio's `||` waits
+// for the first operation to *succeed*, so a handler that throws must not be raced directly
+// against the deadline timer (its error would wait for the timer and become
+// deadline_exceeded).
+template <class UnaryFn>
+asio::awaitable<std::pair<std::string, std::exception_ptr>> unary_outcome(const UnaryFn& fn,
+                                                                          std::string_view body,
+                                                                          Codec codec,
+                                                                          CallContext& ctx) {
+  std::pair<std::string, std::exception_ptr> r;
+  try {
+    r.first = co_await fn(body, codec, ctx);
+  } catch (...) {
+    r.second = std::current_exception();
+  }
+  co_return r;
+}
+
+}  // namespace
+
 asio::awaitable<void> Router::serve_unary(http::Exchange& ex, const Method& m, ContentType ct) {
   CallContext ctx(ex, ct);
   std::string out;
   std::optional<Error> failure;
+  bool body_read = false;
   try {
     auto enc = ex.header(bhttp::field::content_encoding);
     if (!enc.empty() && !beast::iequals(enc, "identity"))
-      throw Error(Code::kUnimplemented, "unsupported Content-Encoding \"" + std::string(enc) + "\"");
+      throw Error(Code::kUnimplemented,
+                  "unsupported Content-Encoding \"" + std::string(enc) + "\"");
     auto pv = ex.header("connect-protocol-version");
     if (!pv.empty() && pv != "1")
-      throw Error(Code::kInvalidArgument, "unsupported Connect-Protocol-Version \"" + std::string(pv) + "\"");
+      throw Error(Code::kInvalidArgument,
+                  "unsupported Connect-Protocol-Version \"" + std::string(pv) + "\"");
     std::optional<std::chrono::milliseconds> timeout;
     if (auto t = ex.header("connect-timeout-ms"); !t.empty()) {
       timeout = parse_timeout_ms(t);
@@ -123,11 +154,17 @@ asio::awaitable<void> Router::serve_unary(http::Exchange& ex, const Method& m, C
     }
     if (interceptor_) interceptor_(ctx);
     std::string body = co_await ex.read_all(max_);
+    body_read = true;
     if (timeout) {
       asio::steady_timer timer(co_await asio::this_coro::executor, *timeout);
-      auto r = co_await (m.unary(body, ct.codec, ctx) || timer.async_wait(asio::use_awaitable));
-      if (r.index() == 1) throw Error(Code::kDeadlineExceeded, "the call exceeded its Connect-Timeout-Ms deadline");
-      out = std::move(std::get<0>(r));
+      auto call = unary_outcome(m.unary, body, ct.codec, ctx);
+      auto wait = timer.async_wait(asio::use_awaitable);
+      auto r = co_await (std::move(call) || std::move(wait));
+      if (r.index() == 1)
+        throw Error(Code::kDeadlineExceeded, "the call exceeded its Connect-Timeout-Ms deadline");
+      auto& outcome = std::get<0>(r);
+      if (outcome.second) std::rethrow_exception(outcome.second);
+      out = std::move(outcome.first);
     } else {
       out = co_await m.unary(body, ct.codec, ctx);
     }
@@ -140,7 +177,7 @@ asio::awaitable<void> Router::serve_unary(http::Exchange& ex, const Method& m, C
     failure = Error(Code::kInternal, "internal error");
   }
   if (failure) {
-    ex.close_after();  // the request body may be unread
+    if (!body_read) ex.close_after();  // the request body may be unread
     co_await send_unary_error(ex, *failure);
     co_return;
   }
@@ -156,7 +193,8 @@ asio::awaitable<void> Router::serve_stream(http::Exchange& ex, const Method& m, 
   try {
     auto enc = ex.header("connect-content-encoding");
     if (!enc.empty() && !beast::iequals(enc, "identity"))
-      throw Error(Code::kUnimplemented, "unsupported Connect-Content-Encoding \"" + std::string(enc) + "\"");
+      throw Error(Code::kUnimplemented,
+                  "unsupported Connect-Content-Encoding \"" + std::string(enc) + "\"");
     if (auto t = ex.header("connect-timeout-ms"); !t.empty())
       ctx.deadline = std::chrono::steady_clock::now() + parse_timeout_ms(t);
     if (interceptor_) interceptor_(ctx);
@@ -167,7 +205,8 @@ asio::awaitable<void> Router::serve_stream(http::Exchange& ex, const Method& m, 
       dec.feed(body);
       auto env = dec.next();
       if (!env || env->end_stream() || dec.pending() != 0)
-        throw Error(Code::kInvalidArgument, "a server-streaming request must be exactly one message envelope");
+        throw Error(Code::kInvalidArgument,
+                    "a server-streaming request must be exactly one message envelope");
       co_await ex.send_header(std::move(head));
       StreamWriter w(ex, ct.codec);
       co_await m.server_stream(env->payload, ct.codec, w, ctx);
@@ -188,7 +227,8 @@ asio::awaitable<void> Router::serve_stream(http::Exchange& ex, const Method& m, 
     ex.close_after();  // the request body may be unread
     co_await ex.send_header(std::move(head));
   }
-  co_await ex.write_body(encode_envelope(kFlagEndStream, end_stream_json(failure ? &*failure : nullptr)));
+  co_await ex.write_body(
+      encode_envelope(kFlagEndStream, end_stream_json(failure ? &*failure : nullptr)));
   co_await ex.finish_body();
 }
 
