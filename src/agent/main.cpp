@@ -54,6 +54,8 @@ Usage: wrenn-agent [options]
   --nsinit PATH         wrenn-nsinit helper (default: next to this binary)
   --cgroup-parent NAME  cgroup under which sandboxes live (default wrenn)
   --warm-slots N        network slots kept ready (default 4)
+  --ready-disks N       empty sandbox disks kept mounted per disk size, so a create skips
+                        making one (default 2; 0 disables)
   --pids-max N          process limit per sandbox (default 1024)
   --nameserver IP       resolver for sandboxes (repeatable; default: the host's non-loopback ones)
   --allow-private-egress  let sandboxes reach private networks (10/8, 172.16/12, 192.168/16)
@@ -72,6 +74,7 @@ struct Config {
   std::string nsinit;
   std::string cgroup_parent = "wrenn";
   std::size_t warm = 4;
+  unsigned ready_disks = 2;
   std::uint32_t pids_max = 1024;
   std::vector<std::string> nameservers;
   bool allow_private = false;
@@ -130,6 +133,8 @@ Config parse_args(int argc, char** argv) {
       c.cgroup_parent = value();
     else if (a == "--warm-slots")
       c.warm = parse_number(a, value(), 0, 1024);
+    else if (a == "--ready-disks")
+      c.ready_disks = static_cast<unsigned>(parse_number(a, value(), 0, 64));
     else if (a == "--pids-max")
       c.pids_max = static_cast<std::uint32_t>(parse_number(a, value(), 16, 1 << 22));
     else if (a == "--nameserver")
@@ -231,7 +236,11 @@ int main(int argc, char** argv) {
     ro.envd_path = cfg.envd;
     ro.resolv_conf = slots.resolv_conf();
     NsRuntime runtime(ro);
-    OverlayVolumes volumes(cfg.dir);
+    OverlayVolumesOptions vo;
+    vo.state_dir = cfg.dir;
+    vo.ready_disks = cfg.ready_disks;
+    vo.ready_sizes_mb = {kDefaultDiskMb};
+    OverlayVolumes volumes(vo);
     ManagerOptions mo;
     mo.state_dir = cfg.dir;
     mo.pids_max = cfg.pids_max;

@@ -193,8 +193,8 @@ struct World {
     REQUIRE(unshare(CLONE_NEWNET) == 0);
     fs::create_directories(state_dir);
     std::string src = WRENN_SOURCE_DIR;
-    REQUIRE(run({"bash", src + "/images/busybox/build.sh", template_root,
-                 test::sandbox_envd()}) == 0);
+    REQUIRE(run({"bash", src + "/images/busybox/build.sh", template_root, test::sandbox_envd()}) ==
+            0);
     fs::copy_file(test::bin_dir() + "/runtime_probe", template_root + "/usr/local/bin/probe");
     volumes = std::make_unique<OverlayVolumes>(state_dir);
     NsRuntimeOptions o;
@@ -482,7 +482,7 @@ TEST_CASE("ns runtime: sweep_stale removes sandboxes not kept - and only those")
 
   w.stop(b);
   CHECK(fs::exists(w.state_dir + "/sandboxes/sb-b/record.json"));  // release keeps the record
-  CHECK_FALSE(fs::exists(w.state_dir + "/sandboxes/sb-b/disk.ext4"));
+  CHECK_FALSE(fs::exists(w.state_dir + "/sandboxes/sb-b/volume/disk.ext4"));
 }
 
 TEST_CASE("ns runtime: a failed start leaves no process or cgroup behind") {
@@ -524,7 +524,7 @@ TEST_CASE("overlay volumes: prepare and release - bounds - modes - timings") {
   World w;
   CHECK(test::error_code_of([&] { w.volumes->prepare("v0", w.tmp.path() + "/nope", 64); }) ==
         Code::kNotFound);
-  CHECK_FALSE(fs::exists(w.state_dir + "/sandboxes/v0/disk.ext4"));
+  CHECK_FALSE(fs::exists(w.state_dir + "/sandboxes/v0/volume/disk.ext4"));
 
   auto t0 = Clock::now();
   auto v = w.volumes->prepare("v1", w.template_root, 256);
@@ -538,7 +538,7 @@ TEST_CASE("overlay volumes: prepare and release - bounds - modes - timings") {
         Code::kAlreadyExists);
   // Sparse: the disk file holds far less than its size.
   struct stat ds {};
-  REQUIRE(stat((w.state_dir + "/sandboxes/v1/disk.ext4").c_str(), &ds) == 0);
+  REQUIRE(stat((w.state_dir + "/sandboxes/v1/volume/disk.ext4").c_str(), &ds) == 0);
   CHECK(ds.st_size == 256ll << 20);
   CHECK(ds.st_blocks * 512 < 32ll << 20);
 
@@ -568,4 +568,54 @@ TEST_CASE("overlay volumes: prepare and release - bounds - modes - timings") {
         Code::kInvalidArgument);
   CHECK(test::error_code_of([&] { w.volumes->prepare("../x", w.template_root, 64); }) ==
         Code::kInvalidArgument);
+}
+
+TEST_CASE("overlay volumes: ready disks are taken, refilled, never shared, and swept") {
+  World w;
+  auto wait_ready = [&](OverlayVolumes& v, std::uint64_t mb, std::size_t n) {
+    auto deadline = Clock::now() + std::chrono::seconds(20);
+    while (v.ready_count(mb) < n && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return v.ready_count(mb);
+  };
+  {
+    OverlayVolumes pooled(OverlayVolumesOptions{w.state_dir, 2, {64}});
+    REQUIRE(wait_ready(pooled, 64, 2) == 2);
+    CHECK(mounts_under(w.state_dir + "/pool").size() == 2);
+
+    // Two sandboxes from ready disks: each gets its own, empty, writable disk.
+    auto t0 = Clock::now();
+    auto a = pooled.prepare("pa", w.template_root, 64);
+    const double from_pool = ms_since(t0);
+    auto b = pooled.prepare("pb", w.template_root, 64);
+    std::printf("TIMING prepare from a ready disk: %.2f ms\n", from_pool);
+    test::write_file(a.rootfs + "/root/only-a", "a");
+    CHECK_FALSE(fs::exists(b.rootfs + "/root/only-a"));
+    CHECK(fs::exists(w.state_dir + "/sandboxes/pa/volume/disk.ext4"));
+    CHECK(pooled.used_bytes("pb") < (1u << 20));
+    // The pool refills behind them.
+    CHECK(wait_ready(pooled, 64, 2) == 2);
+
+    // A size nobody asked for is made on demand, then pooled as well.
+    auto c = pooled.prepare("pc", w.template_root, 32);
+    CHECK(fs::exists(c.rootfs + "/bin/busybox"));
+    CHECK(wait_ready(pooled, 32, 2) == 2);
+
+    for (auto id : {"pa", "pb", "pc"}) pooled.release(id);
+    CHECK(mounts_under(w.state_dir + "/sandboxes").empty());
+  }
+  // The destructor released the ready disks.
+  CHECK(mounts_under(w.state_dir).empty());
+
+  // A previous agent's ready disks (its pid differs) are removed by sweep_stale.
+  {
+    OverlayVolumes pooled(OverlayVolumesOptions{w.state_dir, 1, {32}});
+    REQUIRE(wait_ready(pooled, 32, 1) == 1);
+  }
+  const std::string stale = w.state_dir + "/pool/32M-1-1";
+  fs::create_directories(stale + "/disk");
+  REQUIRE(mount("tmpfs", (stale + "/disk").c_str(), "tmpfs", 0, nullptr) == 0);
+  w.volumes->sweep_stale({});
+  CHECK_FALSE(fs::exists(stale));
+  CHECK(mounts_under(w.state_dir).empty());
 }

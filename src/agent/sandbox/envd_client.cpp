@@ -77,7 +77,9 @@ void wait_envd_ready(const EnvdConnector& connect, std::chrono::milliseconds bud
                      const std::function<bool()>& still_alive) {
   const auto deadline = std::chrono::steady_clock::now() + budget;
   std::string last = "no answer";
-  // envd usually listens within a few milliseconds of its exec; poll fast, then back off.
+  // envd usually listens within a few milliseconds of its exec, and a refused connect
+  // costs microseconds: poll every 500 us for the first 100 ms, then back off.
+  const auto fast_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
   auto pause = std::chrono::microseconds(500);
   for (;;) {
     try {
@@ -93,7 +95,8 @@ void wait_envd_ready(const EnvdConnector& connect, std::chrono::milliseconds bud
       throw Error(Code::kDeadlineExceeded,
                   "envd was not ready within " + std::to_string(budget.count()) + " ms: " + last);
     std::this_thread::sleep_for(pause);
-    pause = std::min<std::chrono::microseconds>(pause * 2, std::chrono::milliseconds(50));
+    if (std::chrono::steady_clock::now() >= fast_until)
+      pause = std::min<std::chrono::microseconds>(pause * 2, std::chrono::milliseconds(50));
   }
 }
 

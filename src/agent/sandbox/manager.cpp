@@ -20,9 +20,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr std::uint32_t kDefaultVcpus = 1;
-constexpr std::uint64_t kDefaultMemoryMb = 512;
-constexpr std::uint64_t kDefaultDiskMb = 5120;
 constexpr std::uint64_t kMinMemoryMb = 32;
 constexpr std::uint64_t kMinDiskMb = 16;
 constexpr std::uint64_t kMaxDiskMb = 1024 * 1024;  // 1 TiB; the file is sparse

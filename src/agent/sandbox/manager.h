@@ -39,6 +39,11 @@
 
 namespace wrenn::agent {
 
+// What a create that leaves a size at 0 gets.
+inline constexpr std::uint32_t kDefaultVcpus = 1;
+inline constexpr std::uint64_t kDefaultMemoryMb = 512;
+inline constexpr std::uint64_t kDefaultDiskMb = 5120;
+
 struct ManagerOptions {
   std::string state_dir;  // $WRENN_DIR; templates under <state_dir>/images/<name>/
   std::uint16_t envd_port = 49983;

@@ -99,7 +99,6 @@ void write_record(const std::string& state_dir, const SandboxRecord& r) {
   if (fd < 0) throw errno_error(errno, "create " + tmp);
   try {
     write_all(fd, data, tmp);
-    if (::fsync(fd) != 0) throw errno_error(errno, "fsync " + tmp);
   } catch (...) {
     ::close(fd);
     ::unlink(tmp.c_str());
@@ -110,12 +109,6 @@ void write_record(const std::string& state_dir, const SandboxRecord& r) {
     int err = errno;
     ::unlink(tmp.c_str());
     throw errno_error(err, "rename " + tmp);
-  }
-  // The rename is durable only once the directory is.
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
   }
 }
 

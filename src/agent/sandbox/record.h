@@ -2,8 +2,11 @@
 // <state_dir>/sandboxes/<id>/record.json so a restarted agent can re-adopt the sandbox or
 // remove what a crash left half-made.
 //
-// Contract: write_record() replaces the file atomically (temp file, fsync, rename, fsync of
-// the directory), so a reader sees either the old or the new record, never a torn one.
+// Contract: write_record() replaces the file atomically (temp file, rename), so after an
+// agent crash a reader sees either the old or the new record, never a torn one. It does
+// not fsync (a create writes the record four times): a record only has to outlive the
+// agent process, not the host — after a host crash every sandbox is gone anyway and
+// recover() removes what is left, and a torn record then reads as data_loss.
 // read_record() throws Error(not_found) when there is no record and Error(data_loss) when
 // it cannot be parsed.
 #pragma once

@@ -7,11 +7,13 @@
 #include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstring>
@@ -135,12 +137,37 @@ void discard_disk(const std::string& disk) {
 
 }  // namespace
 
-OverlayVolumes::OverlayVolumes(std::string state_dir) : state_dir_(std::move(state_dir)) {
+OverlayVolumes::OverlayVolumes(std::string state_dir)
+    : OverlayVolumes(OverlayVolumesOptions{std::move(state_dir), 0, {}}) {}
+
+OverlayVolumes::OverlayVolumes(OverlayVolumesOptions opts)
+    : state_dir_(std::move(opts.state_dir)), ready_target_(opts.ready_disks) {
   if (state_dir_.empty()) throw Error(Code::kInvalidArgument, "overlay volumes: no state_dir");
+  for (auto mb : opts.ready_sizes_mb) {
+    if (mb < kMinDiskMb || mb > kMaxDiskMb)
+      throw Error(Code::kInvalidArgument,
+                  "ready disk size " + std::to_string(mb) + " MiB is out of range");
+    pooled_sizes_.push_back(mb);
+  }
   trash_thread_ = std::thread([this] { empty_trash_loop(); });
+  if (ready_target_ > 0) refill_thread_ = std::thread([this] { refill_loop(); });
 }
 
 OverlayVolumes::~OverlayVolumes() {
+  {
+    std::lock_guard lock(pool_mu_);
+    pool_stopping_ = true;
+  }
+  pool_cv_.notify_all();
+  if (refill_thread_.joinable()) refill_thread_.join();
+  for (auto& [mb, dirs] : ready_)
+    for (auto& d : dirs) {
+      try {
+        remove_volume_dir(d);
+      } catch (const Error& e) {
+        log::warn("overlay volumes: cannot remove ready disk", {{"path", d}, {"error", e.what()}});
+      }
+    }
   {
     std::lock_guard lock(trash_mu_);
     stopping_ = true;
@@ -185,7 +212,7 @@ void OverlayVolumes::empty_trash_loop() {
 
 std::string OverlayVolumes::dir_of(const std::string& id) const {
   validate_id(id);
-  return state_dir_ + "/sandboxes/" + id;
+  return state_dir_ + "/sandboxes/" + id + "/volume";
 }
 
 std::string OverlayVolumes::cached_image(std::uint64_t disk_mb) {
@@ -218,6 +245,125 @@ std::string OverlayVolumes::cached_image(std::uint64_t disk_mb) {
   return image;
 }
 
+void OverlayVolumes::make_disk(const std::string& dir, std::uint64_t disk_mb) {
+  std::string image = cached_image(disk_mb);
+  std::string disk_file = dir + "/disk.ext4", disk = dir + "/disk";
+  make_dir(dir, 0700);
+  copy_sparse(image, disk_file);
+  make_dir(disk);
+  {
+    std::string dev;
+    // The fd may close right after mount: AUTOCLEAR then detaches at the last unmount.
+    UniqueFd loop = attach_loop(disk_file, dev);
+    // noinit_itable: the image's inode tables are left unzeroed (lazy_itable_init) and
+    // are never initialised in the background, so the sparse file stays sparse.
+    // nobarrier: no cache flushes, which the loop driver turns into fsync of disk.ext4;
+    // the disk does not outlive the host, so its durability does not matter.
+    if (::mount(dev.c_str(), disk.c_str(), "ext4", MS_NOATIME | MS_NODEV | MS_NOSUID,
+                "noinit_itable,nobarrier") != 0)
+      throw errno_error(errno, "mount " + dev + " on " + disk);
+  }
+  std::string upper = disk + "/upper";
+  if (::mkdir(upper.c_str(), 0755) != 0) throw errno_error(errno, "mkdir " + upper);
+  if (::chmod(upper.c_str(), 0755) != 0) throw errno_error(errno, "chmod " + upper);
+  if (::mkdir((disk + "/work").c_str(), 0700) != 0)
+    throw errno_error(errno, "mkdir " + disk + "/work");
+  // What the empty file system uses; used_bytes() reports what is above it.
+  write_text(disk + "/baseline", std::to_string(used_of(disk) + 4096), true);
+}
+
+void OverlayVolumes::remove_volume_dir(const std::string& dir) {
+  unmount(dir + "/rootfs");
+  discard_disk(dir + "/disk");
+  unmount(dir + "/disk");
+  // Never delete through a mount: that would reach the template or another disk.
+  unmount_all_under(dir);
+  trash(dir + "/disk.ext4");
+  remove_tree(dir);
+}
+
+bool OverlayVolumes::take_ready(std::uint64_t disk_mb, const std::string& dir) {
+  if (ready_target_ == 0) return false;
+  std::string from;
+  {
+    std::lock_guard lock(pool_mu_);
+    // Most recently requested sizes stay pooled; a bounded few.
+    auto it = std::find(pooled_sizes_.begin(), pooled_sizes_.end(), disk_mb);
+    if (it != pooled_sizes_.end()) pooled_sizes_.erase(it);
+    pooled_sizes_.push_front(disk_mb);
+    constexpr std::size_t kMaxPooledSizes = 4;
+    while (pooled_sizes_.size() > kMaxPooledSizes) pooled_sizes_.pop_back();
+    auto& q = ready_[disk_mb];
+    if (!q.empty()) {
+      from = std::move(q.front());
+      q.pop_front();
+    }
+  }
+  pool_cv_.notify_all();
+  if (from.empty()) return false;
+  if (::rename(from.c_str(), dir.c_str()) != 0) {
+    int err = errno;
+    log::warn("overlay volumes: cannot take a ready disk",
+              {{"path", from}, {"error", std::strerror(err)}});
+    try {
+      remove_volume_dir(from);
+    } catch (const Error&) {
+    }
+    return false;
+  }
+  return true;
+}
+
+void OverlayVolumes::refill_loop() {
+  // Below the sandboxes' own work: a ready disk is only worth having if making it does
+  // not slow down the start it is meant to speed up.
+  ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
+  const std::string pool = state_dir_ + "/pool";
+  std::unique_lock lock(pool_mu_);
+  for (;;) {
+    std::uint64_t want = 0;
+    pool_cv_.wait(lock, [&] {
+      if (pool_stopping_) return true;
+      for (auto mb : pooled_sizes_)
+        if (ready_[mb].size() < ready_target_) {
+          want = mb;
+          return true;
+        }
+      return false;
+    });
+    if (pool_stopping_) return;
+    std::string dir = pool + "/" + std::to_string(want) + "M-" + std::to_string(::getpid()) + "-" +
+                      std::to_string(++pool_seq_);
+    lock.unlock();
+    bool ok = false;
+    try {
+      make_dir(state_dir_);
+      make_dir(pool, 0700);
+      make_disk(dir, want);
+      ok = true;
+    } catch (const std::exception& e) {
+      log::warn("overlay volumes: cannot make a ready disk", {{"error", e.what()}});
+      try {
+        remove_volume_dir(dir);
+      } catch (const std::exception&) {
+      }
+    }
+    lock.lock();
+    if (ok) {
+      ready_[want].push_back(dir);
+    } else {
+      // Do not spin on a persistent failure (disk full, no loop devices).
+      pool_cv_.wait_for(lock, std::chrono::seconds(5), [&] { return pool_stopping_; });
+    }
+  }
+}
+
+std::size_t OverlayVolumes::ready_count(std::uint64_t disk_mb) const {
+  std::lock_guard lock(pool_mu_);
+  auto it = ready_.find(disk_mb);
+  return it == ready_.end() ? 0 : it->second.size();
+}
+
 Volume OverlayVolumes::prepare(const std::string& id, const std::string& template_root,
                                std::uint64_t disk_mb) {
   std::string dir = dir_of(id);
@@ -228,37 +374,16 @@ Volume OverlayVolumes::prepare(const std::string& id, const std::string& templat
     throw Error(Code::kInvalidArgument, "disk_mb must be " + std::to_string(kMinDiskMb) + ".." +
                                             std::to_string(kMaxDiskMb) + ", got " +
                                             std::to_string(disk_mb));
-  std::string image = cached_image(disk_mb);
   Volume v = existing(id);
-  std::string disk_file = dir + "/disk.ext4", disk = dir + "/disk";
-  if (::access(disk_file.c_str(), F_OK) == 0 || ::access(v.rootfs.c_str(), F_OK) == 0)
+  if (::access(dir.c_str(), F_OK) == 0)
     throw Error(Code::kAlreadyExists, "volume of " + id + " already exists");
   make_dir(state_dir_ + "/sandboxes");
-  make_dir(dir);
+  make_dir(state_dir_ + "/sandboxes/" + id, 0700);
   try {
-    copy_sparse(image, disk_file);
-    make_dir(disk);
+    if (!take_ready(disk_mb, dir)) make_disk(dir, disk_mb);
     make_dir(v.rootfs);
-    {
-      std::string dev;
-      // The fd may close right after mount: AUTOCLEAR then detaches at the last unmount.
-      UniqueFd loop = attach_loop(disk_file, dev);
-      // noinit_itable: the image's inode tables are left unzeroed (lazy_itable_init) and
-      // are never initialised in the background, so the sparse file stays sparse.
-      // nobarrier: no cache flushes, which the loop driver turns into fsync of disk.ext4;
-      // the disk does not outlive the host, so its durability does not matter.
-      if (::mount(dev.c_str(), disk.c_str(), "ext4", MS_NOATIME | MS_NODEV | MS_NOSUID,
-                  "noinit_itable,nobarrier") != 0)
-        throw errno_error(errno, "mount " + dev + " on " + disk);
-    }
-    if (::mkdir(v.upper.c_str(), 0755) != 0) throw errno_error(errno, "mkdir " + v.upper);
-    if (::chmod(v.upper.c_str(), 0755) != 0) throw errno_error(errno, "chmod " + v.upper);
-    if (::mkdir((disk + "/work").c_str(), 0700) != 0)
-      throw errno_error(errno, "mkdir " + disk + "/work");
-    // What the empty file system uses; used_bytes() reports what is above it.
-    write_text(disk + "/baseline", std::to_string(used_of(disk) + 4096), true);
     std::string opts =
-        "lowerdir=" + template_root + ",upperdir=" + v.upper + ",workdir=" + disk + "/work";
+        "lowerdir=" + template_root + ",upperdir=" + v.upper + ",workdir=" + dir + "/disk/work";
     if (::mount("overlay", v.rootfs.c_str(), "overlay", MS_NODEV, opts.c_str()) != 0)
       throw errno_error(errno, "mount overlay on " + v.rootfs);
   } catch (...) {
@@ -279,15 +404,7 @@ Volume OverlayVolumes::existing(const std::string& id) const {
 }
 
 void OverlayVolumes::release(const std::string& id) {
-  std::string dir = dir_of(id);
-  unmount(dir + "/rootfs");
-  discard_disk(dir + "/disk");
-  unmount(dir + "/disk");
-  // Never delete through a mount: that would reach the template or another disk.
-  unmount_all_under(dir);
-  trash(dir + "/disk.ext4");
-  remove_tree(dir + "/disk");
-  remove_tree(dir + "/rootfs");
+  remove_volume_dir(dir_of(id));
 }
 
 std::uint64_t OverlayVolumes::used_bytes(const std::string& id) const {
@@ -309,6 +426,13 @@ void OverlayVolumes::sweep_stale(const std::set<std::string>& keep) {
   std::string own_prefix = std::to_string(::getpid()) + "-";
   for (const auto& e : fs::directory_iterator(state_dir_ + "/trash", ec))
     if (e.path().filename().string().rfind(own_prefix, 0) != 0) ::unlink(e.path().c_str());
+  // Ready disks of a previous agent: cheaper to make anew than to vet.
+  for (const auto& e : fs::directory_iterator(state_dir_ + "/pool", ec)) {
+    std::string name = e.path().filename().string();
+    if (name.find("M-" + own_prefix) != std::string::npos) continue;  // ours
+    log::info("overlay volumes: removing a previous agent's ready disk", {{"path", name}});
+    remove_volume_dir(e.path().string());
+  }
   for (const auto& e : fs::directory_iterator(root, ec)) {
     std::string id = e.path().filename().string();
     if (keep.count(id)) continue;

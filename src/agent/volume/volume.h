@@ -4,9 +4,9 @@
 // sandbox can write is bounded by disk_mb and never touches the template. The VM runtimes
 // add a dm-snapshot implementation behind the same interface.
 //
-// Layout under <state_dir>/sandboxes/<id>/: disk.ext4 (sparse), disk/ (its mount: upper/,
-// work/), rootfs/ (the overlay). Everything is derived from the id, so release() and
-// sweep need nothing else.
+// Layout under <state_dir>/sandboxes/<id>/volume/: disk.ext4 (sparse), disk/ (its mount:
+// upper/, work/), rootfs/ (the overlay). Everything is derived from the id, so release()
+// and sweep need nothing else.
 #pragma once
 
 #include <cstdint>
