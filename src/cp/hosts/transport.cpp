@@ -6,8 +6,11 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <type_traits>
 #include <vector>
 
+#include "crypto/tls.h"
 #include "error.h"
 
 namespace wrenn::cp {
@@ -15,6 +18,7 @@ namespace wrenn::cp {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
+namespace ssl = asio::ssl;
 using boost::system::error_code;
 
 std::string HostEndpoint::address() const {
@@ -25,12 +29,14 @@ std::string HostEndpoint::address() const {
 namespace {
 
 // A connection owns its io_context and runs it only on the calling thread, for the span of
-// one operation: blocking calls with the deadlines of beast::tcp_stream. (A TLS connection
-// will wrap the same tcp_stream in an ssl_stream.)
-class TcpConnection final : public Connection {
+// one operation: blocking calls with the deadlines of beast::tcp_stream. Stream is the
+// tcp_stream itself or an ssl_stream over one; everything but the handshake is shared.
+template <class Stream>
+class StreamConnection final : public Connection {
  public:
-  TcpConnection() : stream_(io_) {}
-  ~TcpConnection() override { close(); }
+  template <class... Args>
+  explicit StreamConnection(Args&&... args) : stream_(io_, std::forward<Args>(args)...) {}
+  ~StreamConnection() override { close(); }
 
   void connect(const HostEndpoint& ep, Deadline deadline) {
     error_code ec;
@@ -44,22 +50,33 @@ class TcpConnection final : public Connection {
       if (ec) fail(ep, "resolving " + ep.host + ": " + ec.message());
       for (const auto& r : results) targets.push_back(r.endpoint());
     }
-    stream_.expires_at(deadline);
-    stream_.async_connect(targets, [&ec](const error_code& e, const tcp::endpoint&) { ec = e; });
+    auto& tcp_layer = beast::get_lowest_layer(stream_);
+    tcp_layer.expires_at(deadline);
+    tcp_layer.async_connect(targets, [&ec](const error_code& e, const tcp::endpoint&) { ec = e; });
     run();
     if (ec == beast::error::timeout) fail(ep, "no connection within the call's deadline");
     if (ec) fail(ep, ec.message());
-    stream_.socket().set_option(tcp::no_delay(true), ec);
+    tcp_layer.socket().set_option(tcp::no_delay(true), ec);
+    if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
+      crypto::expect_peer(stream_.native_handle(), ep.host);
+      tcp_layer.expires_at(deadline);
+      stream_.async_handshake(ssl::stream_base::client, [&ec](const error_code& e) { ec = e; });
+      run();
+      if (ec) {
+        close();
+        fail(ep, "TLS handshake failed: " + ec.message());
+      }
+    }
   }
 
   std::size_t read_some(asio::mutable_buffer buf, Deadline deadline, error_code& ec) override {
     std::size_t n = 0;
     ec = {};
-    if (!stream_.socket().is_open()) {
+    if (!socket().is_open()) {
       ec = asio::error::not_connected;
       return 0;
     }
-    stream_.expires_at(deadline);
+    beast::get_lowest_layer(stream_).expires_at(deadline);
     stream_.async_read_some(buf, [&](const error_code& e, std::size_t k) {
       ec = e;
       n = k;
@@ -72,12 +89,12 @@ class TcpConnection final : public Connection {
                          error_code& ec) override {
     std::size_t n = 0;
     ec = {};
-    if (!stream_.socket().is_open()) {
+    if (!socket().is_open()) {
       ec = asio::error::not_connected;
       return 0;
     }
     std::vector<asio::const_buffer> seq(bufs.begin(), bufs.end());
-    stream_.expires_at(deadline);
+    beast::get_lowest_layer(stream_).expires_at(deadline);
     stream_.async_write_some(seq, [&](const error_code& e, std::size_t k) {
       ec = e;
       n = k;
@@ -87,17 +104,20 @@ class TcpConnection final : public Connection {
   }
 
   bool readable_now() override {
-    if (!stream_.socket().is_open()) return true;
+    if (!socket().is_open()) return true;
+    if constexpr (!std::is_same_v<Stream, beast::tcp_stream>) {
+      if (SSL_pending(stream_.native_handle()) > 0) return true;
+    }
     pollfd p{};
-    p.fd = stream_.socket().native_handle();
+    p.fd = socket().native_handle();
     p.events = POLLIN;
     return ::poll(&p, 1, 0) != 0;  // an error counts as "not reusable" too
   }
 
   void close() override {
     error_code ig;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ig);
-    stream_.socket().close(ig);
+    socket().shutdown(tcp::socket::shutdown_both, ig);
+    socket().close(ig);
   }
 
  private:
@@ -105,14 +125,19 @@ class TcpConnection final : public Connection {
     throw Error(Code::kUnavailable, "host agent " + ep.address() + " is unreachable: " + why);
   }
 
+  tcp::socket& socket() { return beast::get_lowest_layer(stream_).socket(); }
+
   void run() {
     io_.restart();
     io_.run();
   }
 
   asio::io_context io_{1};
-  beast::tcp_stream stream_;
+  Stream stream_;
 };
+
+using TcpConnection = StreamConnection<beast::tcp_stream>;
+using TlsConnection = StreamConnection<beast::ssl_stream<beast::tcp_stream>>;
 
 class TcpTransport final : public Transport {
  public:
@@ -123,10 +148,28 @@ class TcpTransport final : public Transport {
   }
 };
 
+class TlsTransport final : public Transport {
+ public:
+  explicit TlsTransport(std::shared_ptr<ssl::context> ctx) : ctx_(std::move(ctx)) {}
+  std::unique_ptr<Connection> connect(const HostEndpoint& ep, Deadline deadline) override {
+    auto c = std::make_unique<TlsConnection>(*ctx_);
+    c->connect(ep, deadline);
+    return c;
+  }
+
+ private:
+  std::shared_ptr<ssl::context> ctx_;
+};
+
 }  // namespace
 
 std::shared_ptr<Transport> make_tcp_transport() {
   return std::make_shared<TcpTransport>();
+}
+
+std::shared_ptr<Transport> make_mtls_transport(std::shared_ptr<ssl::context> ctx) {
+  if (!ctx) throw Error(Code::kInvalidArgument, "mutual TLS transport without a TLS context");
+  return std::make_shared<TlsTransport>(std::move(ctx));
 }
 
 }  // namespace wrenn::cp

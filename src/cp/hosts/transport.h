@@ -1,7 +1,7 @@
 // The byte transport under HostClient: how a connection to one host agent is made and how
 // bytes move on it. Everything above this seam (HTTP/1.1, Connect, envd's /files) only
-// sees a Connection, so the mutual-TLS transport that comes later replaces
-// make_tcp_transport() (an ssl_stream over the same beast::tcp_stream) and nothing else.
+// sees a Connection: plain TCP (tests, standalone agents) or mutual TLS (registered hosts)
+// is chosen here and nowhere else.
 //
 // Contract:
 //  - Blocking. Every operation takes an absolute deadline; when it passes the operation
@@ -12,6 +12,7 @@
 #pragma once
 
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/system/error_code.hpp>
 #include <chrono>
 #include <cstdint>
@@ -62,5 +63,10 @@ class Transport {
 // Plain TCP (TCP_NODELAY). Name resolution, when host is not an IP literal, is the blocking
 // system resolver and is not bounded by the deadline (hosts are registered by address).
 std::shared_ptr<Transport> make_tcp_transport();
+
+// Mutual TLS (crypto/tls.h make_mtls_client_context): the agent must present a certificate
+// from the control plane's CA whose SAN matches HostEndpoint::host (IP SAN for an IP
+// literal). A failed handshake is Error(kUnavailable) naming the address and the reason.
+std::shared_ptr<Transport> make_mtls_transport(std::shared_ptr<boost::asio::ssl::context> ctx);
 
 }  // namespace wrenn::cp
