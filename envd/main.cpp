@@ -1,16 +1,15 @@
 // envd entry point: argument parsing, signals, PID-1 duties.
 #include <signal.h>
 #include <sys/prctl.h>
-#include <unistd.h>
-
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
-#include <functional>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <string>
 
 #include "envd.h"
@@ -30,6 +29,8 @@ Usage: envd [--host ADDR] [--port N] [--etc-dir DIR] [--run-dir DIR]
   --port N        port to listen on (default 49983)
   --etc-dir DIR   directory holding passwd and group (default /etc)
   --run-dir DIR   runtime directory for sandbox marker files (default /run/wrenn)
+  --ready-fd N    once listening, write one byte to fd N and close it (lets the host
+                  agent wait for readiness instead of polling)
   --version       print the version and exit
   -h, --help      show this help
 
@@ -46,6 +47,7 @@ another init it registers as a child subreaper so its processes' orphans are rea
 
 int main(int argc, char** argv) {
   wrenn::envd::Options opts;
+  int ready_fd = -1;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&](const char* name) -> std::string {
@@ -54,7 +56,9 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) usage_error(std::string(name) + " needs a value");
       return argv[++i];
     };
-    auto is = [&](const char* name) { return a == name || a.rfind(std::string(name) + "=", 0) == 0; };
+    auto is = [&](const char* name) {
+      return a == name || a.rfind(std::string(name) + "=", 0) == 0;
+    };
     if (a == "-h" || a == "--help") {
       std::fputs(kUsage, stdout);
       return 0;
@@ -65,7 +69,8 @@ int main(int argc, char** argv) {
       std::string v = value("--port");
       char* end = nullptr;
       long p = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end || p < 0 || p > 65535) usage_error("--port must be 0..65535, got \"" + v + "\"");
+      if (v.empty() || *end || p < 0 || p > 65535)
+        usage_error("--port must be 0..65535, got \"" + v + "\"");
       opts.port = static_cast<unsigned short>(p);
     } else if (is("--host")) {
       opts.host = value("--host");
@@ -73,6 +78,13 @@ int main(int argc, char** argv) {
       opts.etc_dir = value("--etc-dir");
     } else if (is("--run-dir")) {
       opts.run_dir = value("--run-dir");
+    } else if (is("--ready-fd")) {
+      std::string v = value("--ready-fd");
+      char* end = nullptr;
+      long fd = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end || fd < 3 || fd > 1024)
+        usage_error("--ready-fd must be 3..1024, got \"" + v + "\"");
+      ready_fd = static_cast<int>(fd);
     } else if (a == "--isnotfc") {
       // Accepted for compatibility with the upstream envd's command line; no effect here.
     } else {
@@ -91,6 +103,13 @@ int main(int argc, char** argv) {
   } catch (const wrenn::Error& e) {
     wrenn::log::error("envd failed to start", {{"error", e.what()}});
     return 1;
+  }
+  if (ready_fd >= 0) {
+    // Closed either way, so no process envd starts inherits it.
+    char ready = 'R';
+    if (::write(ready_fd, &ready, 1) != 1)
+      wrenn::log::warn("envd: cannot signal readiness", {{"error", std::strerror(errno)}});
+    ::close(ready_fd);
   }
 
   boost::asio::signal_set chld(io, SIGCHLD);

@@ -33,6 +33,7 @@ constexpr auto kStopTimeout = std::chrono::seconds(20);
 // The fixed fds nsinit finds its pipes on (0-2 are stdio).
 constexpr int kSyncFd = 3;
 constexpr int kErrorFd = 4;
+constexpr int kReadyFd = 5;  // inherited by envd, which writes one byte once it listens
 
 void validate_id(const std::string& id) {
   bool ok = !id.empty() && id.size() <= 63 && id[0] != '.' && id[0] != '-';
@@ -58,6 +59,7 @@ struct ChildPlan {
   int log_fd;
   int sync_fd;
   int error_fd;
+  int ready_fd;
   const char* path;
   char* const* argv;
   char* const* envp;
@@ -86,10 +88,11 @@ struct ChildPlan {
     child_fail(p.error_fd, "setns into the sandbox's network namespace", errno);
   if (::syscall(SYS_dup3, p.stdin_fd, 0, 0) < 0 || ::syscall(SYS_dup3, p.log_fd, 1, 0) < 0 ||
       ::syscall(SYS_dup3, p.log_fd, 2, 0) < 0 || ::syscall(SYS_dup3, p.sync_fd, kSyncFd, 0) < 0 ||
-      ::syscall(SYS_dup3, p.error_fd, kErrorFd, 0) < 0)
+      ::syscall(SYS_dup3, p.error_fd, kErrorFd, 0) < 0 ||
+      ::syscall(SYS_dup3, p.ready_fd, kReadyFd, 0) < 0)
     child_fail(p.error_fd, "dup3", errno);
   // Whatever else the agent has open (without O_CLOEXEC, by some library) stays out.
-  ::syscall(SYS_close_range, kErrorFd + 1, ~0U, CLOSE_RANGE_CLOEXEC);
+  ::syscall(SYS_close_range, kReadyFd + 1, ~0U, CLOSE_RANGE_CLOEXEC);
   std::uint64_t empty_mask = 0;
   ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty_mask, nullptr, sizeof empty_mask);
   ::syscall(SYS_setsid);
@@ -169,19 +172,24 @@ RuntimeHandle NsRuntime::start(const SandboxSpec& spec, const Volume& volume, co
   UniqueFd devnull = high_fd(open_fd("/dev/null", O_RDONLY));
   UniqueFd log_fd = high_fd(open_fd(opts_.state_dir + "/sandboxes/" + spec.id + "/envd.log",
                                     O_WRONLY | O_CREAT | O_APPEND, 0640));
-  int sync_pipe[2], error_pipe[2];
+  int sync_pipe[2], error_pipe[2], ready_pipe[2];
   if (::pipe2(sync_pipe, O_CLOEXEC) != 0) throw errno_error(errno, "pipe2");
   UniqueFd sync_r(sync_pipe[0]), sync_w(sync_pipe[1]);
   if (::pipe2(error_pipe, O_CLOEXEC) != 0) throw errno_error(errno, "pipe2");
   UniqueFd error_r(error_pipe[0]), error_w(error_pipe[1]);
+  if (::pipe2(ready_pipe, O_CLOEXEC) != 0) throw errno_error(errno, "pipe2");
+  UniqueFd ready_r(ready_pipe[0]), ready_w(ready_pipe[1]);
   sync_r = high_fd(std::move(sync_r));
   error_w = high_fd(std::move(error_w));
+  ready_w = high_fd(std::move(ready_w));
 
   std::vector<std::string> args = {opts_.nsinit_path,
                                    "--sync-fd",
                                    std::to_string(kSyncFd),
                                    "--error-fd",
                                    std::to_string(kErrorFd),
+                                   "--ready-fd",
+                                   std::to_string(kReadyFd),
                                    "--root",
                                    volume.rootfs,
                                    "--hostname",
@@ -227,9 +235,15 @@ RuntimeHandle NsRuntime::start(const SandboxSpec& spec, const Volume& volume, co
   } catch (const Error& e) {
     throw fail(e);
   }
-  ChildPlan plan{netns.get(),  devnull.get(), log_fd.get(),
-                 sync_r.get(), error_w.get(), opts_.nsinit_path.c_str(),
-                 argv.data(),  envp};
+  ChildPlan plan{netns.get(),
+                 devnull.get(),
+                 log_fd.get(),
+                 sync_r.get(),
+                 error_w.get(),
+                 ready_w.get(),
+                 opts_.nsinit_path.c_str(),
+                 argv.data(),
+                 envp};
   clone_args ca{};
   ca.flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP;
   if (cgroup_fd.valid()) {
@@ -243,6 +257,7 @@ RuntimeHandle NsRuntime::start(const SandboxSpec& spec, const Volume& volume, co
   pid = static_cast<pid_t>(r);
   sync_r.reset();
   error_w.reset();
+  ready_w.reset();
 
   try {
     cg.attach_v1(pid);
@@ -275,6 +290,22 @@ RuntimeHandle NsRuntime::start(const SandboxSpec& spec, const Volume& volume, co
   }
   if (!message.empty())
     throw fail(Error(Code::kInternal, "sandbox " + spec.id + ": wrenn-nsinit: " + message));
+
+  // envd's readiness byte: no polling, and the caller's first /health succeeds. EOF without
+  // it (a template's own envd, or envd failed) leaves the verdict to the caller's polling.
+  for (;;) {
+    int left = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
+    if (left <= 0) break;
+    pollfd pfd{ready_r.get(), POLLIN, 0};
+    int pr = ::poll(&pfd, 1, left);
+    if (pr < 0 && errno == EINTR) continue;
+    if (pr <= 0) break;
+    char ready;
+    ssize_t n = ::read(ready_r.get(), &ready, 1);
+    if (n < 0 && errno == EINTR) continue;
+    break;
+  }
 
   RuntimeHandle h;
   h.pid = pid;

@@ -4,9 +4,10 @@
 // without swap, pids limit), clone3()s wrenn-nsinit into new PID, mount, UTS, IPC and
 // cgroup namespaces (straight into the cgroup2 group with CLONE_INTO_CGROUP where there is
 // one) inside the slot's network namespace, and returns once nsinit has exec'd envd as the
-// sandbox's PID 1. See nsinit.cpp for what the sandbox sees (its root is the volume's
-// rootfs; /proc, read-only /sys, a minimal /dev; reduced capabilities; a seccomp deny
-// list).
+// sandbox's PID 1 and envd (the agent's own, options.envd_path) reports that it listens —
+// a byte on a pipe, so nobody polls. With the template's own envd it returns after the exec. See
+// nsinit.cpp for what the sandbox sees (its root is the volume's rootfs; /proc, read-only /sys, a
+// minimal /dev; reduced capabilities; a seccomp deny list).
 //
 // envd's stdout and stderr go to <state_dir>/sandboxes/<id>/envd.log (appended).
 //

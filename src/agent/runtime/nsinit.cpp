@@ -5,10 +5,14 @@
 //
 // Usage (only NsRuntime runs it):
 //   wrenn-nsinit --sync-fd N --error-fd N --root DIR --hostname NAME --port N
-//                [--envd PATH] [--resolv-conf TEXT] [--write-hostname] [--env K=V]...
+//                [--ready-fd N] [--envd PATH] [--resolv-conf TEXT] [--write-hostname]
+//                [--env K=V]...
 //
 // Errors go to the error fd as one text message, then it exits 1. The error fd is
-// close-on-exec, so EOF on it tells the agent that envd was exec'd.
+// close-on-exec, so EOF on it tells the agent that envd was exec'd. The ready fd goes to
+// envd (`envd --ready-fd`), which writes a byte to it once it listens; when envd is the
+// template's own (no --envd), it may not know that flag, so the fd is closed instead and
+// the agent falls back to polling.
 //
 // Single-threaded, so ordinary C++ is fine here. Order matters: mounts, then pivot_root,
 // then capabilities, then seccomp (it forbids mount and friends), then execve.
@@ -276,7 +280,7 @@ int parse_fd(const char* s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int sync_fd = -1;
+  int sync_fd = -1, ready_fd = -1;
   std::string root, hostname, port, envd_src, resolv_conf;
   bool write_hostname = false, have_resolv = false;
   std::vector<std::string> env = {
@@ -293,6 +297,8 @@ int main(int argc, char** argv) {
       sync_fd = parse_fd(v);
     else if (a == "--error-fd")
       g_error_fd = parse_fd(v);
+    else if (a == "--ready-fd")
+      ready_fd = parse_fd(v);
     else if (a == "--root")
       root = v;
     else if (a == "--hostname")
@@ -382,8 +388,16 @@ int main(int argc, char** argv) {
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
   std::string envd = "/usr/local/bin/envd";
-  std::string port_flag = "--port";
-  char* args[] = {envd.data(), port_flag.data(), port.data(), nullptr};
-  execve(envd.c_str(), args, envp.data());
+  std::string port_flag = "--port", ready_flag = "--ready-fd";
+  std::string ready_value = std::to_string(ready_fd);
+  std::vector<char*> args = {envd.data(), port_flag.data(), port.data()};
+  if (ready_fd >= 0 && !envd_src.empty()) {
+    args.push_back(ready_flag.data());
+    args.push_back(ready_value.data());
+  } else if (ready_fd >= 0) {
+    close(ready_fd);
+  }
+  args.push_back(nullptr);
+  execve(envd.c_str(), args.data(), envp.data());
   fail("execve " + envd);
 }
