@@ -243,8 +243,10 @@ struct World {
     auto t0 = Clock::now();
     sb.handle = runtime->start(sb.spec, sb.volume, sb.slot);
     double start_ms = ms_since(t0);
+    // start() returns once envd signalled that it listens: the first request succeeds.
+    CHECK(http_get(sb.slot.netns_path, "/health") == 200);
     REQUIRE(wait_health(sb.slot.netns_path));
-    std::printf("TIMING start(%s): %.2f ms to envd exec, %.2f ms to /health\n", id.c_str(),
+    std::printf("TIMING start(%s): %.2f ms to envd listening, %.2f ms to /health\n", id.c_str(),
                 start_ms, ms_since(t0));
     return sb;
   }
