@@ -6,6 +6,7 @@ add_library(wrenn_agent_lib STATIC
   ${CMAKE_CURRENT_LIST_DIR}/sandbox/envd_client.cpp
   ${CMAKE_CURRENT_LIST_DIR}/sandbox/manager.cpp
   ${CMAKE_CURRENT_LIST_DIR}/api/agent_service.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/registration.cpp
 )
 target_include_directories(wrenn_agent_lib PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(wrenn_agent_lib PUBLIC wrenn_common wrenn_proto wrenn_agent_net wrenn_agent_runtime

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "net/firewall.h"
 #include "net/slot_pool.h"
+#include "registration.h"
 #include "runtime/ns_runtime.h"
 #include "sandbox/manager.h"
 #include "volume/overlay_volumes.h"
@@ -59,6 +60,13 @@ Usage: wrenn-agent [options]
   --pids-max N          process limit per sandbox (default 1024)
   --nameserver IP       resolver for sandboxes (repeatable; default: the host's non-loopback ones)
   --allow-private-egress  let sandboxes reach private networks (10/8, 172.16/12, 192.168/16)
+  --cp-url URL          the control plane, http://host:port (env WRENN_CP_URL); with it the
+                        agent registers (once) and sends heartbeats. Without it the agent
+                        runs standalone
+  --register TOKEN      one-time registration token from the control plane (POST /v1/hosts);
+                        needed only until $WRENN_DIR/host-credentials.json exists
+  --address IP[:PORT]   where the control plane reaches this agent (port: the listening one)
+  --heartbeat-interval S  seconds between heartbeats (env WRENN_HEARTBEAT_INTERVAL, default 30)
   --log-level LEVEL     debug, info (default), warn, error
   --version             print the version and exit
   -h, --help            show this help
@@ -78,6 +86,10 @@ struct Config {
   std::uint32_t pids_max = 1024;
   std::vector<std::string> nameservers;
   bool allow_private = false;
+  std::string cp_url;
+  std::string register_token;
+  std::string address;
+  std::uint32_t heartbeat_interval = 30;
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -109,6 +121,10 @@ Config parse_args(int argc, char** argv) {
   Config c;
   if (const char* e = std::getenv("WRENN_HOST_LISTEN_ADDR"); e && *e) c.listen = e;
   if (const char* e = std::getenv("WRENN_DIR"); e && *e) c.dir = e;
+  if (const char* e = std::getenv("WRENN_CP_URL"); e && *e) c.cp_url = e;
+  if (const char* e = std::getenv("WRENN_HEARTBEAT_INTERVAL"); e && *e)
+    c.heartbeat_interval =
+        static_cast<std::uint32_t>(parse_number("WRENN_HEARTBEAT_INTERVAL", e, 1, 3600));
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -141,6 +157,14 @@ Config parse_args(int argc, char** argv) {
       c.nameservers.push_back(value());
     else if (a == "--allow-private-egress")
       c.allow_private = true;
+    else if (a == "--cp-url")
+      c.cp_url = value();
+    else if (a == "--register")
+      c.register_token = value();
+    else if (a == "--address")
+      c.address = value();
+    else if (a == "--heartbeat-interval")
+      c.heartbeat_interval = static_cast<std::uint32_t>(parse_number(a, value(), 1, 3600));
     else if (a == "--log-level") {
       std::string l = value();
       if (l == "debug")
@@ -160,6 +184,8 @@ Config parse_args(int argc, char** argv) {
   if (c.envd.empty()) c.envd = here + "/envd";
   if (c.nsinit.empty()) c.nsinit = here + "/wrenn-nsinit";
   if (c.dir.empty() || c.dir[0] != '/') usage_error("--dir must be an absolute path");
+  if (c.cp_url.empty() && (!c.register_token.empty() || !c.address.empty()))
+    usage_error("--register and --address need --cp-url (or WRENN_CP_URL)");
   return c;
 }
 
@@ -308,6 +334,21 @@ int main(int argc, char** argv) {
                                         {"token_file", cfg.dir + "/agent-token"}});
     sd_notify(0, "READY=1");
 
+    // The control plane (optional): register once, then heartbeat in the background.
+    std::unique_ptr<CpRegistration> registration;
+    if (!cfg.cp_url.empty()) {
+      RegistrationOptions ro;
+      ro.cp_url = cfg.cp_url;
+      ro.token = cfg.register_token;
+      ro.address = address_with_port(cfg.address, server.local_endpoint().port());
+      ro.state_dir = cfg.dir;
+      ro.agent_token = token;
+      ro.runtimes = {runtime.name()};
+      ro.heartbeat_interval = std::chrono::seconds(cfg.heartbeat_interval);
+      registration = std::make_unique<CpRegistration>(ro);
+      registration->start();
+    }
+
     asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code&, int sig) {
       log::info("stopping; sandboxes keep running", {{"signal", std::to_string(sig)}});
@@ -316,6 +357,7 @@ int main(int argc, char** argv) {
       io.stop();
     });
     io.run();
+    if (registration) registration->stop();
     pool.join();
     slots.drain();
   } catch (const Error& e) {

@@ -1,0 +1,52 @@
+// Least-loaded placement (reference §9.3, adapted to small machines: no fixed reservations
+// are subtracted; capacity is what the host reported times a configurable overcommit).
+//
+// Eligible hosts: status online with an address; for a BYOC team only its own BYOC hosts,
+// otherwise regular hosts. Per host, the load counts the sandboxes that hold resources on
+// it — pending, starting, running, missing (they may come back) and paused (an ns
+// sandbox keeps its memory while frozen) — except that paused ones hold no vCPUs:
+//   vCPUs   capacity cpu_cores * vcpu_overcommit,      used Σ vcpus (not paused)
+//   memory  capacity memory_mb * memory_overcommit,    used Σ memory_mb
+//   disk    capacity disk_gb * 1024 * disk_overcommit, used Σ disk_size_mb (ignored when
+//           the host reported no disk size)
+// A host fits when every free amount covers the request; among those the one whose
+// scarcest resource has the largest free fraction after placement wins (ties: the oldest
+// host). Errors: ApiError no_hosts_available "no online hosts" when none is eligible, "no
+// host has room for N vCPUs, M MiB" (+ ", D MiB of disk" when disk is what is short).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "server_context.h"
+
+namespace wrenn::cp {
+
+struct SchedulerOptions {
+  double vcpu_overcommit = 4.0;
+  double memory_overcommit = 1.0;
+  double disk_overcommit = 1.0;
+};
+
+// One host's capacity and load as the scheduler sees it.
+struct HostLoad {
+  std::string host_id;
+  double vcpus_total = 0, vcpus_used = 0;
+  double memory_total = 0, memory_used = 0;
+  double disk_total = 0, disk_used = 0;  // disk_total 0: not constrained
+};
+
+class LeastLoadedScheduler : public Scheduler {
+ public:
+  // hooks may be null (no limits).
+  LeastLoadedScheduler(SchedulerOptions options, const Hooks* hooks);
+  std::string place(pg::Connection& tx, const PlacementRequest& req) override;
+  // The eligible hosts and their load (locks them FOR UPDATE when in a transaction).
+  std::vector<HostLoad> loads(pg::Connection& tx, const std::string& team_id) const;
+
+ private:
+  SchedulerOptions options_;
+  const Hooks* hooks_;
+};
+
+}  // namespace wrenn::cp
