@@ -3,7 +3,10 @@
 # tree scripts/test.sh uses) and runs both benchmarks, printing their figures:
 #  - envd_bench: the real envd on a loopback port (under a minute);
 #  - agent_bench: the real wrenn-agent against crun, in private network and mount
-#    namespaces so the host's networking and mounts are untouched (needs root, ~1 min).
+#    namespaces so the host's networking and mounts are untouched (needs root, ~1 min);
+#  - cp_bench: the control plane's REST API (wrenn-cp + PostgreSQL + a registered agent):
+#    create -> first exec, exec round trip, GET throughput under wrk, 1 GiB up/download
+#    with the control plane's RSS growth (needs root, ~2 min).
 #   bash scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +16,7 @@ bash scripts/install-deps.sh
 build=build
 cmake -S . -B "$build" -G Ninja >/dev/null
 echo "bench: building the benchmarks in $build/" >&2
-ninja -C "$build" envd envd_bench agent_bench wrenn-agent wrenn-nsinit busybox_test_image
+ninja -C "$build" envd envd_bench agent_bench cp_bench wrenn-cp wrenn-agent wrenn-nsinit busybox_test_image
 if grep -q '^WRENN_SANITIZE:BOOL=ON' "$build/CMakeCache.txt"; then
   echo "bench: warning: $build/ is built with WRENN_SANITIZE=ON; figures are not representative" >&2
 fi
@@ -23,6 +26,8 @@ WRENN_BIN_DIR="$PWD/$build/bin" "$build/bin/envd_bench"
 echo >&2
 if [ "$(id -u)" -eq 0 ]; then
   WRENN_BIN_DIR="$PWD/$build/bin" unshare --mount --propagation private "$build/bin/agent_bench"
+  echo >&2
+  WRENN_BIN_DIR="$PWD/$build/bin" unshare --mount --propagation private "$build/bin/cp_bench"
 else
-  echo "bench: agent_bench skipped (needs root)" >&2
+  echo "bench: agent_bench and cp_bench skipped (need root)" >&2
 fi
