@@ -29,6 +29,10 @@ enum class State : std::uint8_t {
 };
 
 constexpr auto kRefillBackoff = std::chrono::seconds(1);
+// How long the pool must be quiet (no slot taken) before the refill makes a slot while
+// warm ones remain.
+constexpr auto kSettle = std::chrono::milliseconds(100);
+using Clock = std::chrono::steady_clock;
 constexpr int kAcquireAttempts = 8;
 
 // Usable IPv4 nameservers from resolv.conf text: loopback ones (a host-local stub resolver)
@@ -78,6 +82,7 @@ struct SlotPool::Impl {
   bool teardown_busy = false;
   bool stop_refill = false;
   bool stop_teardown = false;
+  Clock::time_point last_acquire{};
   std::thread refill_thread;
   std::thread teardown_thread;
 
@@ -120,6 +125,12 @@ struct SlotPool::Impl {
     while (!stop_refill) {
       if (!refill_enabled || warm.size() >= opts.warm) {
         cv.wait(lock);
+        continue;
+      }
+      // While slots are still warm, wait for a quiet moment: making one (netlink, a mount)
+      // contends with the start of the sandbox that just took a slot.
+      if (!warm.empty() && Clock::now() < last_acquire + kSettle) {
+        cv.wait_until(lock, last_acquire + kSettle, [&] { return stop_refill; });
         continue;
       }
       std::uint32_t i = lowest_free();
@@ -220,6 +231,7 @@ NetSlot SlotPool::acquire() {
         auto node = p.warm.extract(p.warm.begin());
         p.state[node.key()] = State::kHanded;
         ++p.in_use;
+        p.last_acquire = Clock::now();
         p.cv.notify_all();  // wake the refill
         return std::move(node.mapped());
       }

@@ -33,6 +33,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
+constexpr auto kRefillSettle = std::chrono::milliseconds(100);
 constexpr std::uint64_t kMinDiskMb = 16;  // smaller ext4s have almost no room left
 constexpr std::uint64_t kMaxDiskMb = 16ull << 20;
 
@@ -298,6 +299,7 @@ bool OverlayVolumes::take_ready(std::uint64_t disk_mb, const std::string& dir) {
       from = std::move(q.front());
       q.pop_front();
     }
+    last_take_ = std::chrono::steady_clock::now();
   }
   pool_cv_.notify_all();
   if (from.empty()) return false;
@@ -332,6 +334,13 @@ void OverlayVolumes::refill_loop() {
       return false;
     });
     if (pool_stopping_) return;
+    // While disks of that size are still ready, wait for a quiet moment: making one
+    // (copy, loop attach, mount) contends with the start of the sandbox that took one.
+    const auto quiet_at = last_take_ + kRefillSettle;
+    if (!ready_[want].empty() && std::chrono::steady_clock::now() < quiet_at) {
+      pool_cv_.wait_until(lock, quiet_at, [&] { return pool_stopping_; });
+      continue;
+    }
     std::string dir = pool + "/" + std::to_string(want) + "M-" + std::to_string(::getpid()) + "-" +
                       std::to_string(++pool_seq_);
     lock.unlock();

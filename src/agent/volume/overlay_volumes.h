@@ -24,6 +24,7 @@
 // Thread-safe.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -92,6 +93,7 @@ class OverlayVolumes : public Volumes {
   std::map<std::uint64_t, std::deque<std::string>> ready_;  // size -> pool dirs, oldest first
   std::deque<std::uint64_t> pooled_sizes_;  // most recently requested first, bounded
   std::uint64_t pool_seq_ = 0;
+  std::chrono::steady_clock::time_point last_take_{};
   bool pool_stopping_ = false;
 
   std::thread trash_thread_;  // last: started once everything above exists
