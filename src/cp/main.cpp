@@ -43,7 +43,7 @@ Options (each also settable by the environment variable named):
                         default 15)
   --monitor-interval MS how often heartbeats are checked (WRENN_CP_MONITOR_INTERVAL_MS,
                         default 5000)
-  --vcpu-overcommit X   vCPUs offered per host core (WRENN_CP_VCPU_OVERCOMMIT, default 4)
+  --vcpu-overcommit X   vCPUs offered per host core (WRENN_CP_VCPU_OVERCOMMIT, default 16)
   --memory-overcommit X memory offered per MiB of host memory (WRENN_CP_MEMORY_OVERCOMMIT,
                         default 1)
   --log-level LEVEL     debug, info (default), warn, error (LOG_LEVEL)

@@ -36,7 +36,8 @@ struct CpConfig {
   std::chrono::seconds orphan_grace{60};  // sandboxes younger than this are never orphans
   // Scheduler capacity: a host offers cpu_cores * vcpu_overcommit vCPUs, memory_mb *
   // memory_overcommit MiB and disk_gb * 1024 * disk_overcommit MiB of disk.
-  double vcpu_overcommit = 4.0;
+  // Sandboxes are mostly idle and each is capped by its cpu quota, so vCPUs overcommit far.
+  double vcpu_overcommit = 16.0;
   double memory_overcommit = 1.0;
   double disk_overcommit = 1.0;
 };

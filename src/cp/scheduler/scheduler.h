@@ -23,7 +23,7 @@
 namespace wrenn::cp {
 
 struct SchedulerOptions {
-  double vcpu_overcommit = 4.0;
+  double vcpu_overcommit = 16.0;
   double memory_overcommit = 1.0;
   double disk_overcommit = 1.0;
 };
