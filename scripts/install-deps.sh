@@ -12,7 +12,7 @@ packages=(
   libnl-3-dev libnl-route-3-dev libnftables-dev libseccomp-dev libdevmapper-dev
   libssl-dev zlib1g-dev
   curl procps iproute2 util-linux nftables
-  busybox-static libsystemd-dev crun wrk
+  busybox-static libsystemd-dev crun wrk jq
   qemu-system-x86 qemu-utils linux-image-amd64 e2fsprogs
 )
 # node (for the third-party client tests) may come from nodesource with npm bundled;

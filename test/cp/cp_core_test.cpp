@@ -513,7 +513,9 @@ TEST_CASE("scheduler: least-loaded online host with overcommit and limits or no_
   auto ext = std::shared_ptr<TestExtension>(&ext_obj, [](TestExtension*) {});
   cp::Hooks hooks;
   hooks.add(ext);
-  cp::LeastLoadedScheduler sched(cp::SchedulerOptions{}, &hooks);
+  cp::SchedulerOptions so;
+  so.vcpu_overcommit = 4;  // small numbers below; the default is 16
+  cp::LeastLoadedScheduler sched(so, &hooks);
   auto place = [&](std::uint32_t vcpus, std::uint64_t mem,
                    const std::string& team = "team-0000000000000000000000000") {
     cp::PlacementRequest req;
