@@ -27,11 +27,15 @@
 #include <vector>
 
 #include "error.h"
+#include "http/multipart.h"
 #include "http_errors.h"
-#include "multipart.h"
 #include "paths.h"
 
 namespace wrenn::envd {
+
+using http::multipart_boundary;
+using http::MultipartParser;
+using http::PartHeaders;
 
 namespace asio = boost::asio;
 namespace bhttp = http::bhttp;

@@ -1,6 +1,6 @@
 // The streaming multipart/form-data parser: framing, splits at every position, header
 // parsing, bounded retention and malformed input.
-#include "multipart.h"
+#include "http/multipart.h"
 
 #include <catch2/catch.hpp>
 #include <string>
@@ -9,7 +9,7 @@
 #include "error.h"
 
 using namespace wrenn;
-using namespace wrenn::envd;
+using namespace wrenn::http;
 
 namespace {
 

@@ -24,7 +24,7 @@
 #include "api/capsule_routes.h"
 #include "api/chunk_pipe.h"
 #include "blocking.h"
-#include "multipart.h"  // envd/multipart.h: the streaming multipart/form-data parser
+#include "http/multipart.h"
 
 namespace wrenn::cp {
 
@@ -103,7 +103,7 @@ asio::awaitable<void> download(ServerContext& ctx, RequestContext& rc) {
 }
 
 // Collects a feed()'s parser events so they can be acted on with co_await in between.
-struct PartEvents : envd::MultipartParser::Handler {
+struct PartEvents : http::MultipartParser::Handler {
   enum class Kind { kBegin, kData, kEnd };
   struct Event {
     Kind kind;
@@ -112,7 +112,7 @@ struct PartEvents : envd::MultipartParser::Handler {
   };
   std::vector<Event> events;
 
-  void on_part_begin(const envd::PartHeaders& h) override {
+  void on_part_begin(const http::PartHeaders& h) override {
     events.push_back(Event{Kind::kBegin, h.name, {}});
   }
   void on_part_data(std::string_view bytes) override {
@@ -130,7 +130,7 @@ struct PartEvents : envd::MultipartParser::Handler {
 
 std::string boundary_of(http::Exchange& ex) {
   try {
-    return envd::multipart_boundary(ex.header(bhttp::field::content_type));
+    return http::multipart_boundary(ex.header(bhttp::field::content_type));
   } catch (const Error&) {
     bad("expected multipart/form-data with boundary");
   }
@@ -169,7 +169,7 @@ void start_writer(ServerContext& ctx, const std::shared_ptr<ChunkPipe>& pipe,
 
 // Reads the multipart body and streams the `file` part into the sandbox at `path`.
 asio::awaitable<void> pump_upload(ServerContext& ctx, http::Exchange& ex,
-                                  envd::MultipartParser& parser, Upload& u,
+                                  http::MultipartParser& parser, Upload& u,
                                   const std::shared_ptr<ChunkPipe>& pipe,
                                   const std::shared_ptr<HostClient>& client, const std::string& id,
                                   bool path_first) {
@@ -251,7 +251,7 @@ asio::awaitable<void> upload(ServerContext& ctx, RequestContext& rc, bool path_f
   store::Capsule c = co_await std::move(load);
   if (c.status != "running") throw_not_in_status(c, "running");
   http::Exchange& ex = rc.exchange();
-  envd::MultipartParser parser(boundary_of(ex));
+  http::MultipartParser parser(boundary_of(ex));
   std::shared_ptr<HostClient> client = host_for(ctx, c);
   auto pipe = std::make_shared<ChunkPipe>(kPipeChunks);
   Upload u;

@@ -21,7 +21,7 @@
 #include <utility>
 #include <vector>
 
-namespace wrenn::envd {
+namespace wrenn::http {
 
 // A header value split into its leading token (lowercased) and its `;` parameters (names
 // lowercased, quoted-string values unquoted). Example: `form-data; name="file"`.
@@ -90,4 +90,4 @@ class MultipartParser {
   State state_ = State::kPreamble;
 };
 
-}  // namespace wrenn::envd
+}  // namespace wrenn::http

@@ -1,4 +1,4 @@
-#include "multipart.h"
+#include "http/multipart.h"
 
 #include <algorithm>
 #include <cctype>
@@ -6,7 +6,7 @@
 
 #include "error.h"
 
-namespace wrenn::envd {
+namespace wrenn::http {
 
 namespace {
 
@@ -299,4 +299,4 @@ bool MultipartParser::step_body(Handler& handler) {
   return true;
 }
 
-}  // namespace wrenn::envd
+}  // namespace wrenn::http
