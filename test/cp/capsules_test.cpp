@@ -812,7 +812,8 @@ TEST_CASE("capsules: 256 MiB stream upload and download in constant control-plan
   CHECK(down.matches);
 
   const std::uint64_t hwm_after = proc_status_kib(cp, "VmHWM");
-  const std::uint64_t growth_kib = hwm_after > rss_before ? hwm_after - rss_before : 0;
+  [[maybe_unused]] const std::uint64_t growth_kib =
+      hwm_after > rss_before ? hwm_after - rss_before : 0;
   WARN("256 MiB upload " << std::chrono::duration<double>(t1 - t0).count() << " s, download "
                          << std::chrono::duration<double>(t2 - t1).count()
                          << " s; control plane RSS " << rss_before / 1024 << " MiB before, peak "
