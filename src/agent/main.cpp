@@ -166,17 +166,9 @@ Config parse_args(int argc, char** argv) {
     else if (a == "--heartbeat-interval")
       c.heartbeat_interval = static_cast<std::uint32_t>(parse_number(a, value(), 1, 3600));
     else if (a == "--log-level") {
-      std::string l = value();
-      if (l == "debug")
-        log::set_level(log::Level::kDebug);
-      else if (l == "info")
-        log::set_level(log::Level::kInfo);
-      else if (l == "warn")
-        log::set_level(log::Level::kWarn);
-      else if (l == "error")
-        log::set_level(log::Level::kError);
-      else
-        usage_error("--log-level wants debug, info, warn or error");
+      auto level = log::parse_level(value());
+      if (!level) usage_error("--log-level wants debug, info, warn or error");
+      log::set_level(*level);
     } else
       usage_error("unknown argument \"" + a + "\"");
   }

@@ -90,16 +90,9 @@ double real(const std::string& what, const std::string& v) {
 }
 
 void set_log_level(const std::string& l) {
-  if (l.empty() || l == "info")
-    log::set_level(log::Level::kInfo);
-  else if (l == "debug")
-    log::set_level(log::Level::kDebug);
-  else if (l == "warn")
-    log::set_level(log::Level::kWarn);
-  else if (l == "error")
-    log::set_level(log::Level::kError);
-  else
-    usage_error("log level wants debug, info, warn or error");
+  auto level = l.empty() ? std::optional(log::Level::kInfo) : log::parse_level(l);
+  if (!level) usage_error("log level wants debug, info, warn or error");
+  log::set_level(*level);
 }
 
 // systemd Type=notify: READY=1 once listening (a no-op without $NOTIFY_SOCKET).
