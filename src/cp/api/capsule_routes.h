@@ -1,5 +1,7 @@
 // The capsule routes of the v1 API (reference wrenn-control-plane.md §3.5-§3.7, §14):
-// lifecycle (capsules.cpp), exec and processes (exec_routes.cpp), files (file_routes.cpp).
+// lifecycle (capsules.cpp), exec and processes (exec_routes.cpp), files (file_routes.cpp),
+// WebSocket streams (stream_routes.cpp). Snapshots (snapshot_routes.cpp) are registered
+// with them.
 // register_capsule_routes() is called by ControlPlane::start() after the core routes.
 //
 // Contract (every route):
@@ -34,6 +36,8 @@
 namespace wrenn::cp {
 
 void register_capsule_routes(ServerContext& ctx);
+// POST/GET /v1/snapshots, DELETE /v1/snapshots/{name} (snapshot_routes.cpp).
+void register_snapshot_routes(ServerContext& ctx);
 
 // ---- Shared by the capsule route files (not for other route groups) ----
 namespace capsule_routes {
@@ -54,6 +58,8 @@ inline constexpr std::chrono::milliseconds kTransferTimeout = 6h;          // re
 void register_lifecycle_routes(ServerContext& ctx);
 void register_exec_routes(ServerContext& ctx);
 void register_file_routes(ServerContext& ctx);
+// WebSockets: exec stream, process attach, PTY (stream_routes.cpp).
+void register_stream_routes(ServerContext& ctx);
 
 // The caller's team ("team-…"); 403 forbidden when the credentials carry none.
 const std::string& team_of(const RequestContext& rc);

@@ -504,6 +504,8 @@ void register_capsule_routes(ServerContext& ctx) {
   capsule_routes::register_lifecycle_routes(ctx);
   capsule_routes::register_exec_routes(ctx);
   capsule_routes::register_file_routes(ctx);
+  capsule_routes::register_stream_routes(ctx);
+  register_snapshot_routes(ctx);
 }
 
 }  // namespace wrenn::cp
