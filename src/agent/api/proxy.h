@@ -10,23 +10,12 @@
 //    502 "proxy error: ..." when nothing listens (after 3 attempts, 100 ms then 200 ms
 //    apart) or the upstream fails before answering, 504 when the upstream sends no response
 //    header within ProxyOptions::header_timeout.
-//  - Upstream request: method, rewritten target, headers minus hop-by-hop ones (Connection
-//    and what it names, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Expect, and
-//    Upgrade unless this is an upgrade), minus "Authorization: Bearer ..." when strip_bearer
-//    (the agent's own token never reaches a sandbox; Basic auth passes), Host set to
-//    127.0.0.1:{port}, X-Forwarded-For appended with the client address, X-Forwarded-Host
-//    and X-Forwarded-Proto kept when the client (the control plane) set them, otherwise set
-//    from Host and "http". Each request uses its own upstream connection (Connection: close).
-//  - Bodies stream both ways concurrently with constant memory (64 KiB buffers): a request
-//    body keeps its Content-Length or is re-chunked; a response keeps its Content-Length or
-//    goes out chunked. Bytes reach the client as the upstream produces them.
+//  - The request is relayed by http/reverse_proxy.h (headers, streaming bodies, upgrades,
+//    error envelopes): upstream target {rest}, Host 127.0.0.1:{port}; the agent's token
+//    (X-Wrenn-Agent-Token, and "Authorization: Bearer ..." when strip_bearer) and any
+//    X-API-Key never reach the sandbox.
 //  - Response Location "/x", or an absolute URL on 127.0.0.1/localhost/[::1]:{port}, becomes
 //    "/proxy/{id}/{port}/x".
-//  - Upgrade (Connection: upgrade + Upgrade): when the upstream answers 101 the connection
-//    is taken over and bytes are pumped both ways (half-closes passed on) until both
-//    directions end; any other answer is relayed as a normal response.
-//  - If the response ends before the client finished sending its body, the client
-//    connection is closed after the response (the rest of the body is not forwarded).
 //  - opts.on_activity(id) runs once per request, and again when an upgrade starts.
 //  - Runs on the exchange's executor (single-threaded io_context, as http::Server wants).
 #pragma once
