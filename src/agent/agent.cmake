@@ -13,5 +13,5 @@ target_link_libraries(wrenn_agent_lib PUBLIC wrenn_common wrenn_proto wrenn_agen
                       wrenn_agent_proxy OpenSSL::Crypto)
 
 add_executable(wrenn-agent ${CMAKE_CURRENT_LIST_DIR}/main.cpp)
-target_link_libraries(wrenn-agent PRIVATE wrenn_agent_lib PkgConfig::SYSTEMD)
+target_link_libraries(wrenn-agent PRIVATE wrenn_agent_lib wrenn_agent_tls wrenn_crypto PkgConfig::SYSTEMD)
 add_dependencies(wrenn-agent envd wrenn-nsinit)

@@ -1,5 +1,7 @@
 // wrenn-agent: the host agent. Runs sandboxes on this host and serves the agent API
 // (Connect, wrenn.agent.v1.AgentService) and the /proxy/ reverse proxy on one listener.
+// With a control plane (--cp-url) that listener is mutual TLS (api/tls_front.h) relaying to
+// the plain HTTP server on a loopback port; standalone it is the plain HTTP server itself.
 #include <limits.h>
 #include <linux/capability.h>
 #include <sys/stat.h>
@@ -18,7 +20,9 @@
 
 #include "api/agent_service.h"
 #include "api/proxy.h"
+#include "api/tls_front.h"
 #include "connect/server.h"
+#include "crypto/tls.h"
 #include "error.h"
 #include "http/server.h"
 #include "log.h"
@@ -43,7 +47,10 @@ const char* kUsage = R"(wrenn-agent - runs Wrenn sandboxes on this host
 Serves the agent API (Connect RPC, service wrenn.agent.v1.AgentService) and the reverse
 proxy /proxy/{sandbox_id}/{port}/... on one HTTP listener. Every request except GET /health
 needs "Authorization: Bearer <token>", the token kept in $WRENN_DIR/agent-token (created,
-mode 0600, on first start). Sandboxes keep running when the agent stops; a restarted agent
+mode 0600, on first start). With --cp-url the listener is HTTPS with mutual TLS: only the
+control plane's client certificate (CA and certificate from registration, kept in
+$WRENN_DIR/host-credentials.json) gets through; until registration completes connections
+wait for the certificate. Sandboxes keep running when the agent stops; a restarted agent
 re-adopts them and removes whatever a crash left half-made.
 
 Usage: wrenn-agent [options]
@@ -317,13 +324,35 @@ int main(int argc, char** argv) {
       co_await ex.send(http::bhttp::status::not_found, "application/json",
                        "{\"error\":{\"code\":\"not_found\",\"message\":\"no such endpoint\"}}");
     });
-    server.listen(endpoint);
-    log::info("wrenn-agent listening", {{"addr", cfg.listen},
-                                        {"port", std::to_string(server.local_endpoint().port())},
-                                        {"dir", cfg.dir},
-                                        {"runtime", runtime.name()},
-                                        {"sandboxes", std::to_string(manager.size())},
-                                        {"token_file", cfg.dir + "/agent-token"}});
+    // With a control plane the public listener is the mutual-TLS front; the plain server
+    // then listens on loopback only, for the front to relay to.
+    const bool use_tls = !cfg.cp_url.empty();
+    const std::string creds_path = cfg.dir + "/host-credentials.json";
+    auto server_context = [](const HostCredentials& c) {
+      return crypto::make_mtls_server_context({c.cert_pem, c.key_pem, c.ca_cert_pem}, "wrenn-cp");
+    };
+    std::unique_ptr<TlsFront> front;
+    if (use_tls) {
+      server.listen({asio::ip::make_address("127.0.0.1"), 0});
+      std::shared_ptr<asio::ssl::context> ctx;
+      if (auto creds = load_credentials(creds_path); creds && creds->has_certificate())
+        ctx = server_context(*creds);
+      front = std::make_unique<TlsFront>(io, ctx, server.local_endpoint());
+      front->listen(endpoint);
+    } else {
+      server.listen(endpoint);
+    }
+    const unsigned short port =
+        front ? front->local_endpoint().port() : server.local_endpoint().port();
+    log::info("wrenn-agent listening",
+              {{"addr", cfg.listen},
+               {"port", std::to_string(port)},
+               {"tls", use_tls ? "mutual" : "off"},
+               {"backend_port", use_tls ? std::to_string(server.local_endpoint().port()) : ""},
+               {"dir", cfg.dir},
+               {"runtime", runtime.name()},
+               {"sandboxes", std::to_string(manager.size())},
+               {"token_file", cfg.dir + "/agent-token"}});
     sd_notify(0, "READY=1");
 
     // The control plane (optional): register once, then heartbeat in the background.
@@ -332,11 +361,16 @@ int main(int argc, char** argv) {
       RegistrationOptions ro;
       ro.cp_url = cfg.cp_url;
       ro.token = cfg.register_token;
-      ro.address = address_with_port(cfg.address, server.local_endpoint().port());
+      ro.address = address_with_port(cfg.address, port);
       ro.state_dir = cfg.dir;
       ro.agent_token = token;
       ro.runtimes = {runtime.name()};
       ro.heartbeat_interval = std::chrono::seconds(cfg.heartbeat_interval);
+      // A new certificate (registration, refresh) is used for every later connection.
+      ro.on_credentials = [&front, server_context](const HostCredentials& c) {
+        front->set_context(server_context(c));
+        log::info("TLS certificate in use", {{"host_id", c.host_id}});
+      };
       registration = std::make_unique<CpRegistration>(ro);
       registration->start();
     }
@@ -345,6 +379,7 @@ int main(int argc, char** argv) {
     signals.async_wait([&](const boost::system::error_code&, int sig) {
       log::info("stopping; sandboxes keep running", {{"signal", std::to_string(sig)}});
       sd_notify(0, "STOPPING=1");
+      if (front) front->stop();
       server.stop();
       io.stop();
     });

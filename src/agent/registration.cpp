@@ -138,6 +138,9 @@ HostCredentials parse_credentials(const std::string& body, const std::string& cp
   c.host_token = get_string(o, "token");
   c.refresh_token = get_string(o, "refresh_token");
   c.cp_url = cp_url;
+  c.cert_pem = get_string(o, "cert_pem");
+  c.key_pem = get_string(o, "key_pem");
+  c.ca_cert_pem = get_string(o, "ca_cert_pem");
   if (c.host_id.empty() || c.host_token.empty() || c.refresh_token.empty())
     throw Error(Code::kInternal, "control plane answer lacks host_id, token or refresh_token");
   return c;
@@ -165,6 +168,9 @@ std::optional<HostCredentials> load_credentials(const std::string& path) {
   c.host_token = get_string(o, "jwt");
   c.refresh_token = get_string(o, "refresh_token");
   c.cp_url = get_string(o, "cp_url");
+  c.cert_pem = get_string(o, "cert_pem");
+  c.key_pem = get_string(o, "key_pem");
+  c.ca_cert_pem = get_string(o, "ca_cert_pem");
   if (c.host_id.empty() || c.host_token.empty())
     throw Error(Code::kInvalidArgument, path + " lacks host_id or jwt");
   return c;
@@ -176,6 +182,11 @@ void save_credentials(const std::string& path, const HostCredentials& c) {
   o["jwt"] = c.host_token;
   o["refresh_token"] = c.refresh_token;
   o["cp_url"] = c.cp_url;
+  if (c.has_certificate()) {
+    o["cert_pem"] = c.cert_pem;
+    o["key_pem"] = c.key_pem;
+    o["ca_cert_pem"] = c.ca_cert_pem;
+  }
   const std::string data = boost::json::serialize(o) + "\n";
   const std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -262,6 +273,37 @@ std::string CpRegistration::host_id() const {
   return creds_ ? creds_->host_id : std::string();
 }
 
+bool CpRegistration::refresh(std::optional<HostCredentials>& creds) {
+  const CpUrl url = parse_cp_url(options_.cp_url);
+  boost::json::object rb;
+  rb["refresh_token"] = creds->refresh_token;
+  HttpResult rr =
+      post(url, "/v1/hosts/auth/refresh", boost::json::serialize(rb), "", options_.request_timeout);
+  if (rr.status != 200) {
+    log::error("the control plane refused the refresh token; heartbeats stop",
+               {{"status", std::to_string(rr.status)}, {"error", envelope_message(rr.body)}});
+    return false;
+  }
+  creds = parse_credentials(rr.body, options_.cp_url);
+  adopt(*creds);
+  return true;
+}
+
+void CpRegistration::adopt(const HostCredentials& creds) {
+  save_credentials(credentials_path_, creds);
+  {
+    std::lock_guard lock(mu_);
+    creds_ = creds;
+  }
+  if (creds.has_certificate() && options_.on_credentials) {
+    try {
+      options_.on_credentials(creds);
+    } catch (const std::exception& e) {
+      log::error("cannot use the TLS certificate from the control plane", {{"error", e.what()}});
+    }
+  }
+}
+
 bool CpRegistration::wait(std::chrono::milliseconds d) {
   std::unique_lock lock(mu_);
   return !cv_.wait_for(lock, d, [this] { return stopping_; });
@@ -297,11 +339,7 @@ void CpRegistration::run() {
         HttpResult res = post(url, "/v1/hosts/register", text, "", timeout);
         if (res.status == 201 || res.status == 200) {
           creds = parse_credentials(res.body, options_.cp_url);
-          save_credentials(credentials_path_, *creds);
-          {
-            std::lock_guard lock(mu_);
-            creds_ = creds;
-          }
+          adopt(*creds);
           log::info("registered with the control plane", {{"host_id", creds->host_id},
                                                           {"address", options_.address},
                                                           {"credentials", credentials_path_}});
@@ -318,6 +356,24 @@ void CpRegistration::run() {
     }
   }
 
+  // Registered before mutual TLS: get a certificate now.
+  if (!creds->has_certificate()) {
+    bool refreshed = false;
+    auto backoff = std::chrono::milliseconds(500);
+    while (!refreshed) {
+      try {
+        log::info("no TLS certificate in the credentials; refreshing to get one",
+                  {{"host_id", creds->host_id}});
+        if (!refresh(creds)) return;
+        refreshed = true;
+      } catch (const std::exception& e) {
+        log::warn("refresh failed; retrying", {{"error", e.what()}});
+      }
+      if (!refreshed && !wait(backoff)) return;
+      backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::seconds(30));
+    }
+  }
+
   // Heartbeats.
   std::uint64_t failures = 0;
   for (;;) {
@@ -326,21 +382,7 @@ void CpRegistration::run() {
       HttpResult res = post(url, path, "{}", creds->host_token, timeout);
       if (res.status == 401 || res.status == 403) {
         log::info("host token refused; refreshing it", {{"host_id", creds->host_id}});
-        boost::json::object rb;
-        rb["refresh_token"] = creds->refresh_token;
-        HttpResult rr =
-            post(url, "/v1/hosts/auth/refresh", boost::json::serialize(rb), "", timeout);
-        if (rr.status != 200) {
-          log::error("the control plane refused the refresh token; heartbeats stop",
-                     {{"status", std::to_string(rr.status)}, {"error", envelope_message(rr.body)}});
-          return;
-        }
-        creds = parse_credentials(rr.body, options_.cp_url);
-        save_credentials(credentials_path_, *creds);
-        {
-          std::lock_guard lock(mu_);
-          creds_ = creds;
-        }
+        if (!refresh(creds)) return;
         res = post(url, path, "{}", creds->host_token, timeout);
       }
       if (res.status == 404) {

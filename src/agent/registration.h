@@ -3,17 +3,22 @@
 //
 // Contract:
 //  - Credentials live in $WRENN_DIR/host-credentials.json (mode 0600, written atomically):
-//    {"host_id","jwt","refresh_token","cp_url"}. When the file exists the agent is
-//    registered and any --register token is ignored; when it is missing and a token is
-//    given, the agent registers (POST /v1/hosts/register with its specs, address and agent
-//    token) and saves the answer. A restarted agent needs no token.
+//    {"host_id","jwt","refresh_token","cp_url","cert_pem","key_pem","ca_cert_pem"}; the
+//    last three are the agent's mutual-TLS identity issued by the control plane's CA.
+//    When the file exists the agent is registered and any --register token is ignored;
+//    when it is missing and a token is given, the agent registers (POST
+//    /v1/hosts/register with its specs, address and agent token) and saves the answer. A restarted
+//    agent needs no token.
 //  - Everything runs on one background thread: registration (retried with backoff while
 //    the control plane is unreachable; a refusal, 4xx, is logged and ends the thread),
 //    then a heartbeat at once and every heartbeat_interval. A 401/403 heartbeat refreshes
 //    the host token with the refresh token (rotated) and retries; a refused refresh ends
 //    heartbeating. A 404 heartbeat means the control plane deleted the host: that is
 //    logged, the credentials file is removed (a new --register is needed) and heartbeating
-//    ends. Network failures are logged and retried at the next interval.
+//    ends. Network failures are logged and retried at the next interval. Credentials loaded
+//    without a certificate (registered before mutual TLS) are refreshed at once to get one.
+//    on_credentials is called (on that thread) with every set of credentials that carries
+//    a certificate: after registration and after each refresh (a reissued certificate).
 //  - Tokens never appear in logs.
 #pragma once
 
@@ -21,6 +26,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -28,6 +34,8 @@
 #include <vector>
 
 namespace wrenn::agent {
+
+struct HostCredentials;
 
 struct RegistrationOptions {
   std::string cp_url;       // http://host[:port][/prefix] of the control plane
@@ -38,6 +46,7 @@ struct RegistrationOptions {
   std::vector<std::string> runtimes;
   std::chrono::milliseconds heartbeat_interval = std::chrono::seconds(30);
   std::chrono::milliseconds request_timeout = std::chrono::seconds(5);
+  std::function<void(const HostCredentials&)> on_credentials;
 };
 
 struct HostCredentials {
@@ -45,6 +54,13 @@ struct HostCredentials {
   std::string host_token;  // "jwt" in the file
   std::string refresh_token;
   std::string cp_url;
+  // The agent's TLS server identity ("" when the control plane sent none).
+  std::string cert_pem;
+  std::string key_pem;
+  std::string ca_cert_pem;
+  bool has_certificate() const {
+    return !cert_pem.empty() && !key_pem.empty() && !ca_cert_pem.empty();
+  }
 };
 
 // nullopt when the file does not exist; Error(invalid_argument) when it is unreadable JSON
@@ -80,7 +96,10 @@ class CpRegistration {
 
  private:
   void run();
-  bool wait(std::chrono::milliseconds d);  // false when stopping
+  // POST /v1/hosts/auth/refresh; false (logged) when refused.
+  bool refresh(std::optional<HostCredentials>& creds);
+  void adopt(const HostCredentials& creds);  // save, publish, notify
+  bool wait(std::chrono::milliseconds d);    // false when stopping
 
   RegistrationOptions options_;
   std::string credentials_path_;

@@ -53,6 +53,10 @@ Secrets come from the environment only (never from flags, which other users can 
                         generated once and kept in the database (shared by all replicas).
   WRENN_ENCRYPTION_KEY  64 hex characters (openssl rand -hex 32): seals agent credentials at
                         rest. Unset: generated once and kept in the database.
+  WRENN_CA_CERT, WRENN_CA_KEY  PEM of the CA (ECDSA P-256) that signs the mutual-TLS
+                        certificates of hosts and of wrenn-cp itself. Unset: a CA is created
+                        on first start and kept in the database, its key sealed with
+                        WRENN_ENCRYPTION_KEY.
 
 First start: the platform team gets an admin API key, written once to DIR/admin-api-key
 (mode 0600). Use it as `X-API-Key` (e.g. to create hosts: POST /v1/hosts).
@@ -121,6 +125,8 @@ int main(int argc, char** argv) {
   cfg.jwt_secret = env("JWT_SECRET");
   cfg.encryption_key = env("WRENN_ENCRYPTION_KEY");
   cfg.proxy_domain = env("WRENN_CP_PROXY_DOMAIN");
+  cfg.ca_cert_pem = env("WRENN_CA_CERT");
+  cfg.ca_key_pem = env("WRENN_CA_KEY");
   if (auto v = env("WRENN_CP_WORKERS"); !v.empty())
     cfg.worker_threads = static_cast<unsigned>(number("WRENN_CP_WORKERS", v, 1, 256));
   if (auto v = env("WRENN_CP_HEARTBEAT_TIMEOUT"); !v.empty())

@@ -17,6 +17,10 @@
 
 namespace wrenn::cp {
 
+namespace auth {
+class HostTls;  // auth/host_ca.h
+}
+
 struct CpConfig {
   std::string listen = ":8000";              // WRENN_CP_LISTEN_ADDR
   std::string wrenn_dir = "/var/lib/wrenn";  // WRENN_DIR
@@ -24,6 +28,10 @@ struct CpConfig {
   std::string jwt_secret;         // JWT_SECRET (>= 32 chars); empty: generated once, kept in the DB
   std::string encryption_key;     // WRENN_ENCRYPTION_KEY (64 hex or base64 of 32 bytes); empty:
                                   // generated once, kept in the DB (see server.h)
+  // WRENN_CA_CERT / WRENN_CA_KEY (PEM text): the host CA to use instead of the one
+  // generated on first start and kept in the database (auth/host_ca.h).
+  std::string ca_cert_pem;
+  std::string ca_key_pem;
   std::string proxy_domain;       // WRENN_CP_PROXY_DOMAIN: "{port}-{capsule}.<domain>"
   unsigned worker_threads = 16;   // blocking work (SQL, host calls)
   std::size_t db_pool_size = 24;  // more than worker_threads: a worker may hold two
@@ -122,6 +130,8 @@ struct ServerContext {
   Router& router;
   Authenticator& auth;
   Hooks& hooks;
+  // The host CA: agent certificates at registration (null in tests that need none).
+  auth::HostTls* host_tls = nullptr;
 };
 
 }  // namespace wrenn::cp

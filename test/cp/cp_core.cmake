@@ -9,3 +9,7 @@ add_dependencies(cp_test_support wrenn-cp wrenn-agent wrenn-nsinit envd busybox_
 
 wrenn_add_test(cp_core_test ${CMAKE_CURRENT_LIST_DIR}/cp_core_test.cpp)
 target_link_libraries(cp_core_test PRIVATE cp_test_support)
+
+# Mutual TLS wired end to end: real wrenn-cp + real wrenn-agent (test/cp/mtls_wiring_test.cpp).
+wrenn_add_test(mtls_wiring_test ${CMAKE_CURRENT_LIST_DIR}/mtls_wiring_test.cpp)
+target_link_libraries(mtls_wiring_test PRIVATE cp_test_support wrenn_crypto)

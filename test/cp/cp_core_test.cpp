@@ -16,6 +16,7 @@
 
 #include "agent_fixture.h"
 #include "api/api_error.h"
+#include "auth/host_ca.h"
 #include "auth/tokens.h"
 #include "cp_fixture.h"
 #include "crypto/hash.h"
@@ -806,11 +807,18 @@ TEST_CASE("cp fixture: register_agent and start_agent give online hosts with wor
   auto all = cp.get("/v1/hosts", cp.admin_api_key()).json().as_array();
   CHECK(all.size() == 2);
 
-  // The control plane reaches each agent with the token it registered (HostDirectory).
+  // The control plane reaches each agent over mutual TLS with its own CA, plus the token
+  // the agent registered (HostDirectory as the server builds it).
+  CHECK(plain.tls());
   auto pool = cp.pool();
   auto secret = pool->acquire()->exec("SELECT value FROM cp_secrets WHERE name = 'encryption_key'");
   REQUIRE(secret.rows() == 1);
-  cp::PgHostDirectory directory(*pool, crypto::parse_aead_key(secret.text(0, 0)));
+  const auto key = crypto::parse_aead_key(secret.text(0, 0));
+  auto tls = std::make_shared<cp::auth::HostTls>(
+      cp::auth::load_or_create_host_ca(*pool, key, cp::CpConfig{}));
+  cp::HostClientOptions host_options;
+  host_options.transport = cp::make_mtls_transport([tls] { return tls->client_context(); });
+  cp::PgHostDirectory directory(*pool, key, host_options);
   for (const auto& id : {reg.host_id, started.host_id}) {
     auto client = directory.client(id);
     CHECK(client->host_info(10s).cpus() > 0);

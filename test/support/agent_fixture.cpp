@@ -64,7 +64,7 @@ void unmount_below(const std::string& dir) {
 }  // namespace
 
 AgentProcess::AgentProcess(std::string dir, std::vector<std::string> extra_args)
-    : dir_(std::move(dir)) {
+    : dir_(std::move(dir)), args_(std::move(extra_args)) {
   cgroup_parent_ =
       "wrenn-test-" + std::to_string(::getpid()) + "-" +
       std::to_string(std::chrono::steady_clock::now().time_since_epoch().count() % 1000000);
@@ -72,6 +72,10 @@ AgentProcess::AgentProcess(std::string dir, std::vector<std::string> extra_args)
   if (!fs::exists(dir_ + "/images/busybox"))
     fs::create_directory_symlink(busybox_template(), dir_ + "/images/busybox");
   log_path_ = dir_ + "/agent.log";
+  spawn(args_);
+}
+
+void AgentProcess::spawn(const std::vector<std::string>& extra_args) {
   int fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) throw std::runtime_error("cannot create " + log_path_);
   const std::size_t log_start = fs::file_size(log_path_);
@@ -79,7 +83,7 @@ AgentProcess::AgentProcess(std::string dir, std::vector<std::string> extra_args)
                                    "--dir",
                                    dir_,
                                    "--listen",
-                                   "127.0.0.1:0",
+                                   "127.0.0.1:" + std::to_string(port_),
                                    "--cgroup-parent",
                                    cgroup_parent_,
                                    "--nameserver",
@@ -105,6 +109,11 @@ AgentProcess::AgentProcess(std::string dir, std::vector<std::string> extra_args)
     if (pos != std::string::npos) {
       auto p = l.find("\"port\":\"", pos);
       port_ = static_cast<unsigned short>(std::stoi(l.substr(p + 8)));
+      backend_port_ = 0;
+      auto b = l.find("\"backend_port\":\"", pos);
+      auto eol = l.find('\n', pos);
+      if (b != std::string::npos && b < eol && l[b + 16] != '"')
+        backend_port_ = static_cast<unsigned short>(std::stoi(l.substr(b + 16)));
       token_ = read_file(dir_ + "/agent-token");
       while (!token_.empty() && token_.back() == '\n') token_.pop_back();
       return;
@@ -113,6 +122,25 @@ AgentProcess::AgentProcess(std::string dir, std::vector<std::string> extra_args)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   throw std::runtime_error("wrenn-agent did not start; log:\n" + log());
+}
+
+void AgentProcess::terminate() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  int status;
+  for (int i = 0; i < 500 && ::waitpid(pid_, &status, WNOHANG) == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (::waitpid(pid_, &status, WNOHANG) == 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, &status, 0);
+  }
+  pid_ = -1;
+}
+
+void AgentProcess::restart(std::optional<std::vector<std::string>> extra_args) {
+  terminate();
+  if (extra_args) args_ = std::move(*extra_args);
+  spawn(args_);
 }
 
 AgentProcess::~AgentProcess() {
@@ -130,14 +158,7 @@ AgentProcess::~AgentProcess() {
     } catch (const std::exception& e) {
       std::fprintf(stderr, "cleanup of sandboxes failed: %s\n", e.what());
     }
-    ::kill(pid_, SIGTERM);
-    int status;
-    for (int i = 0; i < 500 && ::waitpid(pid_, &status, WNOHANG) == 0; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    if (::waitpid(pid_, &status, WNOHANG) == 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, &status, 0);
-    }
+    terminate();
   }
   unmount_below(dir_);
   for (const char* h : {"cpu", "cpuacct", "memory", "pids", "freezer", "unified", ""}) {
@@ -166,7 +187,7 @@ std::string AgentProcess::log() const {
 }
 
 std::unique_ptr<connect::Client> AgentProcess::client() const {
-  auto c = std::make_unique<connect::Client>("127.0.0.1", port_);
+  auto c = std::make_unique<connect::Client>("127.0.0.1", api_port());
   c->default_headers()["Authorization"] = "Bearer " + token_;
   return c;
 }
@@ -198,7 +219,7 @@ std::vector<pb::SandboxInfo> list_sandboxes(connect::Client& c) {
 
 CommandResult run_in_sandbox(const AgentProcess& agent, const std::string& id,
                              const std::string& script, const std::string& user) {
-  connect::Client c("127.0.0.1", agent.port());
+  connect::Client c("127.0.0.1", agent.api_port());
   // The agent's token in its own header, so Authorization carries envd's Basic user.
   c.default_headers()["X-Wrenn-Agent-Token"] = agent.token();
   std::string cred = user + ":";

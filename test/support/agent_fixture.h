@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,7 +33,16 @@ class AgentProcess {
   AgentProcess(const AgentProcess&) = delete;
   AgentProcess& operator=(const AgentProcess&) = delete;
 
+  // The public port (mutual TLS when the agent has a control plane, --cp-url).
   unsigned short port() const { return port_; }
+  // Where plain HTTP reaches the agent API: port(), or for a TLS agent the loopback port
+  // of its HTTP server behind the TLS front (what client() and run_in_sandbox use).
+  unsigned short api_port() const { return backend_port_ ? backend_port_ : port_; }
+  bool tls() const { return backend_port_ != 0; }
+  // SIGTERM and wait (sandboxes keep running), then start again on the same dir and port,
+  // with the same extra arguments or, when given, these instead. Waits until it listens.
+  void restart(std::optional<std::vector<std::string>> extra_args = std::nullopt);
+  const std::vector<std::string>& extra_args() const { return args_; }
   pid_t pid() const { return pid_; }
   const std::string& token() const { return token_; }
   const std::string& dir() const { return dir_; }
@@ -52,7 +62,12 @@ class AgentProcess {
   std::string cgroup_parent_;
   pid_t pid_ = -1;
   bool crashed_ = false;
+  void spawn(const std::vector<std::string>& extra_args);
+  void terminate();
+
+  std::vector<std::string> args_;  // extra arguments of the constructor
   unsigned short port_ = 0;
+  unsigned short backend_port_ = 0;
   std::string token_;
   std::string log_path_;
 };

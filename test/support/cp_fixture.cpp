@@ -297,7 +297,7 @@ std::pair<std::string, std::string> CpProcess::create_host() {
           std::string(o.at("registration_token").as_string())};
 }
 
-RegisteredHost CpProcess::register_agent(const AgentProcess& agent, const std::string& runtime) {
+RegisteredHost CpProcess::register_agent(AgentProcess& agent, const std::string& runtime) {
   auto [host_id, token] = create_host();
   struct sysinfo si {};
   ::sysinfo(&si);
@@ -321,6 +321,32 @@ RegisteredHost CpProcess::register_agent(const AgentProcess& agent, const std::s
   h.host_id = host_id;
   h.host_token = std::string(o.at("token").as_string());
   h.refresh_token = std::string(o.at("refresh_token").as_string());
+  h.cert_pem = std::string(o.at("cert_pem").as_string());
+  h.ca_cert_pem = std::string(o.at("ca_cert_pem").as_string());
+  // What the agent itself would have saved (registration.h), then the agent as it runs
+  // when registered: TLS on the same port.
+  boost::json::object creds;
+  creds["host_id"] = host_id;
+  creds["jwt"] = h.host_token;
+  creds["refresh_token"] = h.refresh_token;
+  creds["cp_url"] = url();
+  creds["cert_pem"] = h.cert_pem;
+  creds["key_pem"] = o.at("key_pem").as_string();
+  creds["ca_cert_pem"] = h.ca_cert_pem;
+  const std::string path = agent.dir() + "/host-credentials.json";
+  {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) throw std::runtime_error("cannot create " + path);
+    const std::string data = boost::json::serialize(creds);
+    const bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+    ::close(fd);
+    if (!ok) throw std::runtime_error("cannot write " + path);
+  }
+  auto args = agent.extra_args();
+  args.insert(args.end(), {"--cp-url", url(), "--heartbeat-interval", "5"});
+  agent.restart(args);
+  if (!agent.tls())
+    throw std::runtime_error("the agent did not come back with TLS:\n" + agent.log());
   return h;
 }
 
@@ -334,9 +360,12 @@ CpAgent CpProcess::start_agent(const std::string& dir, std::vector<std::string> 
   CpAgent out;
   out.agent = std::make_unique<AgentProcess>(dir, args);
   out.host_id = host_id;
+  // Online once the control plane answered; the credentials (renamed into place) once the
+  // agent has the answer too.
   const bool online = wait_until([&] {
     auto h = host(host_id);
-    return h.at("status").as_string() == "online" && h.contains("address");
+    return h.at("status").as_string() == "online" && h.contains("address") &&
+           fs::exists(dir + "/host-credentials.json");
   });
   if (!online)
     throw std::runtime_error("the agent did not register; agent log:\n" + out.agent->log() +

@@ -9,8 +9,9 @@
 //   enter_private_netns();                              // before any agent
 //   auto agent = cp.start_agent(tmp.path() + "/agent"); // registers itself, heartbeats 1/s
 //   agent.host_id ...                                   // online host, schedulable
-// or, for an AgentProcess started some other way:
-//   auto host = cp.register_agent(agent_process);       // registered through the REST API
+// or, for a standalone AgentProcess started some other way:
+//   auto host = cp.register_agent(agent_process);       // registered through the REST API,
+//                                                       // restarted with TLS (same port)
 //
 // wrenn-cp runs with --listen 127.0.0.1:0, WRENN_DIR in a temporary directory, DATABASE_URL
 // of the fixture's PostgreSQL (migrated in-process first unless CpOptions::migrate is
@@ -72,6 +73,8 @@ struct RegisteredHost {
   std::string host_id;
   std::string host_token;
   std::string refresh_token;
+  std::string cert_pem;  // the agent's TLS certificate and the CA that issued it
+  std::string ca_cert_pem;
 };
 
 struct CpAgent {
@@ -129,13 +132,16 @@ class CpProcess {
   // ---- Hosts ----
   // Creates a host with the admin key and returns its registration token.
   std::pair<std::string, std::string> create_host();  // {host_id, token}
-  // Registers an already running agent through the REST API on its behalf (address
-  // 127.0.0.1:<port>, its agent token, this machine's memory, and a generous 16 cores and
-  // 1000 GB of disk so that placement never limits a test). No heartbeats are sent: the
-  // host stays online for options().heartbeat_timeout (10 minutes by default).
-  RegisteredHost register_agent(const AgentProcess& agent, const std::string& runtime = "ns");
+  // Registers an already running standalone agent through the REST API on its behalf
+  // (address 127.0.0.1:<port>, its agent token, this machine's memory, and a generous 16
+  // cores and 1000 GB of disk so that placement never limits a test), writes the issued
+  // credentials (with its TLS certificate) into the agent's dir and restarts the agent with
+  // --cp-url, so that it serves mutual TLS on the same port like a self-registered one.
+  // It heartbeats every 5 s.
+  RegisteredHost register_agent(AgentProcess& agent, const std::string& runtime = "ns");
   // Starts a wrenn-agent in dir that registers itself (--cp-url/--register/--address) and
-  // heartbeats every heartbeat_interval; returns once the host is online.
+  // heartbeats every heartbeat_interval; returns once the host is online and the agent has
+  // saved its credentials.
   CpAgent start_agent(const std::string& dir, std::vector<std::string> extra_args = {},
                       unsigned heartbeat_interval_s = 1);
   // The host's JSON (GET /v1/hosts/{id} with the admin key).

@@ -2,6 +2,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -24,7 +25,7 @@ struct TlsFront::State : std::enable_shared_from_this<TlsFront::State> {
         std::chrono::milliseconds t)
       : io(io), ctx(std::move(c)), backend(b), handshake_timeout(t), acceptor(io) {}
   asio::io_context& io;
-  std::shared_ptr<ssl::context> ctx;
+  std::shared_ptr<ssl::context> ctx;  // touched only on the io_context's thread
   tcp::endpoint backend;
   std::chrono::milliseconds handshake_timeout;
   tcp::acceptor acceptor;
@@ -36,7 +37,9 @@ using TlsStream = ssl::stream<tcp::socket>;
 
 // One relayed connection: both ends live as long as either pump runs.
 struct Relay {
-  Relay(TlsStream s, tcp::socket b) : tls(std::move(s)), plain(std::move(b)) {}
+  Relay(std::shared_ptr<ssl::context> c, TlsStream s, tcp::socket b)
+      : ctx(std::move(c)), tls(std::move(s)), plain(std::move(b)) {}
+  std::shared_ptr<ssl::context> ctx;  // outlives tls (its verify callback lives there)
   TlsStream tls;
   tcp::socket plain;
   void close() {
@@ -64,8 +67,16 @@ asio::awaitable<void> pump(std::shared_ptr<Relay> r, From& from, To& to) {
 asio::awaitable<void> serve(std::shared_ptr<TlsFront::State> st, tcp::socket sock) {
   error_code ec;
   const auto peer = sock.remote_endpoint(ec);
-  TlsStream tls(std::move(sock), *st->ctx);
-  asio::steady_timer timer(st->io, st->handshake_timeout);
+  const auto deadline = std::chrono::steady_clock::now() + st->handshake_timeout;
+  // No certificate yet (registration in flight): hold the connection until there is one.
+  while (!st->ctx && std::chrono::steady_clock::now() < deadline) {
+    asio::steady_timer wait(st->io, std::chrono::milliseconds(50));
+    co_await wait.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  std::shared_ptr<ssl::context> ctx = st->ctx;
+  if (!ctx) co_return;  // closes sock
+  TlsStream tls(std::move(sock), *ctx);
+  asio::steady_timer timer(st->io, deadline);
   // `done` keeps a timer that fired just as the handshake finished from touching `tls`
   // after this frame moved it away.
   auto done = std::make_shared<bool>(false);
@@ -92,7 +103,7 @@ asio::awaitable<void> serve(std::shared_ptr<TlsFront::State> st, tcp::socket soc
     co_return;
   }
   plain.set_option(tcp::no_delay(true), ec);
-  auto r = std::make_shared<Relay>(std::move(tls), std::move(plain));
+  auto r = std::make_shared<Relay>(ctx, std::move(tls), std::move(plain));
   asio::co_spawn(st->io, pump(r, r->tls, r->plain), asio::detached);
   asio::co_spawn(st->io, pump(r, r->plain, r->tls), asio::detached);
 }
@@ -134,6 +145,11 @@ void TlsFront::listen(const tcp::endpoint& ep) {
 
 tcp::endpoint TlsFront::local_endpoint() const {
   return state_->acceptor.local_endpoint();
+}
+
+void TlsFront::set_context(std::shared_ptr<ssl::context> ctx) {
+  asio::post(state_->io,
+             [st = state_, ctx = std::move(ctx)]() mutable { st->ctx = std::move(ctx); });
 }
 
 void TlsFront::stop() {

@@ -9,6 +9,10 @@
 // Contract: runs on the given io_context (single thread is fine); a handshake must finish
 // within handshake_timeout; relaying streams both ways in constant memory until either side
 // closes. stop() closes the listener; live relays end when their peers close.
+// The context may be null at first (an agent still registering): connections then wait,
+// up to handshake_timeout, for set_context() and are closed if none comes. set_context()
+// (thread-safe) also swaps in a renewed certificate: new connections use the new context,
+// live ones keep theirs.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -28,6 +32,7 @@ class TlsFront {
   // Binds and starts accepting; throws Error(unavailable) naming the address on failure.
   void listen(const boost::asio::ip::tcp::endpoint& ep);
   boost::asio::ip::tcp::endpoint local_endpoint() const;
+  void set_context(std::shared_ptr<boost::asio::ssl::context> ctx);
   void stop();
 
   struct State;  // shared with the connection coroutines (defined in the .cpp)

@@ -2,11 +2,14 @@
 
 #include <algorithm>
 #include <memory>
+#include <tuple>
 
 #include "api/api_error.h"
 #include "api/json_fields.h"
+#include "auth/host_ca.h"
 #include "auth/tokens.h"
 #include "blocking.h"
+#include "crypto/ca.h"
 #include "crypto/ids.h"
 #include "hosts/host_directory.h"
 #include "log.h"
@@ -58,15 +61,35 @@ Caller host_caller(const std::string& host_id) {
   return c;
 }
 
-// register / refresh response.
-boost::json::object credentials_json(const store::Host& h, const std::string& host_token,
-                                     const std::string& refresh_token) {
+// The agent's TLS server certificate for its registered address (CN = host id, IP SAN =
+// the address's IP), recorded in the host's row (fingerprint, expiry) inside tx.
+crypto::IssuedCert issue_agent_cert(Deps& d, pg::Connection& tx, const store::Host& h) {
+  if (!d.ctx.host_tls) throw ApiError(ApiCode::kInternalError, "the host CA is not configured");
+  auto addr = parse_host_address(h.address);
+  if (!addr) throw ApiError(ApiCode::kHostUnavailable, "host " + h.id + " has no usable address");
+  crypto::IssuedCert cert = d.ctx.host_tls->issue_host_cert(h.id, addr->first);
+  const auto not_after = std::chrono::duration_cast<std::chrono::seconds>(
+                             crypto::cert_not_after(cert.cert_pem).time_since_epoch())
+                             .count();
+  tx.exec(
+      "UPDATE hosts SET cert_fingerprint = $2, cert_expires_at = to_timestamp($3) WHERE id = $1",
+      h.id, crypto::cert_fingerprint_sha256(cert.cert_pem), static_cast<std::int64_t>(not_after));
+  return cert;
+}
+
+// register / refresh response (field names as upstream: cert_pem, key_pem, ca_cert_pem).
+boost::json::object credentials_json(Deps& d, const store::Host& h, const std::string& host_token,
+                                     const std::string& refresh_token,
+                                     const crypto::IssuedCert& cert) {
   boost::json::object o;
   o["host"] = store::host_json(h);
   o["host_id"] = h.id;
   o["token"] = host_token;
   o["host_token"] = host_token;
   o["refresh_token"] = refresh_token;
+  o["cert_pem"] = cert.cert_pem;
+  o["key_pem"] = cert.key_pem;
+  o["ca_cert_pem"] = d.ctx.host_tls ? d.ctx.host_tls->ca_cert_pem() : std::string();
   return o;
 }
 
@@ -160,15 +183,16 @@ asio::awaitable<void> register_host(Deps& d, RequestContext& rc) {
       auto host = store::get_host(c, *host_id);
       e.team_id = host->team_id;
       audit::record(c, host_caller(*host_id), e);
-      return std::make_pair(*host, refresh);
+      crypto::IssuedCert cert = issue_agent_cert(d, c, *host);
+      return std::make_tuple(*host, refresh, cert);
     });
   });
-  auto [host, refresh] = co_await std::move(task);
+  auto [host, refresh, cert] = co_await std::move(task);
   d.ctx.hosts.evict(host.id);
   d.ctx.hooks.host_event(HostEvent{"host.registered", host.id, host.team_id});
   log::info("host registered", {{"host_id", host.id}, {"address", host.address}});
   const std::string jwt = auth::sign_host_token(d.secrets.jwt_secret, host.id);
-  auto reply = rc.send_json(status::created, credentials_json(host, jwt, refresh));
+  auto reply = rc.send_json(status::created, credentials_json(d, host, jwt, refresh, cert));
   co_await std::move(reply);
 }
 
@@ -217,12 +241,16 @@ asio::awaitable<void> refresh(Deps& d, RequestContext& rc) {
       if (!host_id) throw ApiError(ApiCode::kUnauthorized, "invalid or expired credentials");
       auto host = store::get_host(c, *host_id);
       if (!host) throw host_not_found();
-      return std::make_pair(*host, store::issue_refresh_token(c, *host_id, auth::kRefreshTokenTtl));
+      // A fresh certificate on every refresh (as upstream): the agent swaps it in, so a
+      // host that keeps refreshing never runs into its certificate's expiry.
+      crypto::IssuedCert cert = issue_agent_cert(d, c, *host);
+      return std::make_tuple(*host, store::issue_refresh_token(c, *host_id, auth::kRefreshTokenTtl),
+                             cert);
     });
   });
-  auto [host, fresh] = co_await std::move(task);
+  auto [host, fresh, cert] = co_await std::move(task);
   const std::string jwt = auth::sign_host_token(d.secrets.jwt_secret, host.id);
-  auto reply = rc.send_json(status::ok, credentials_json(host, jwt, fresh));
+  auto reply = rc.send_json(status::ok, credentials_json(d, host, jwt, fresh, cert));
   co_await std::move(reply);
 }
 

@@ -10,11 +10,11 @@
 //   POST   /v1/hosts/auth/refresh     public rotates the refresh token, new host token
 // "admin" includes API keys of the platform team (router.h Access::kAdmin).
 //
-// Interim transport: the control plane reaches an agent with the agent's own bearer token,
-// which the agent sends at registration (agent_token) and which is stored sealed
-// (store/hosts.h). Mutual TLS replaces it later: the register/refresh responses will then
-// also carry cert_pem/key_pem/ca_cert_pem, and HostDirectory's client options a TLS
-// transport (hosts/transport.h) — nothing else here changes.
+// Transport to agents: mutual TLS. Register and refresh answer with the agent's server
+// certificate, its key and the CA (cert_pem, key_pem, ca_cert_pem; auth/host_ca.h); the
+// control plane calls agents with its "wrenn-cp" client certificate. The agent's own bearer
+// token (agent_token, stored sealed: store/hosts.h) is still sent on every call as a
+// second factor.
 #pragma once
 
 #include "auth/bootstrap.h"

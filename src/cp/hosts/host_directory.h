@@ -5,6 +5,8 @@
 // the same address and sealed agent token; the row's status is re-read at most once a
 // second (so a host the monitor marks unreachable stops being handed out within a second).
 // A changed address or token replaces the client; evict() drops it (host deleted).
+// Clients connect with options.transport: the server passes mutual TLS with its own client
+// certificate (auth/host_ca.h), so registered agents are never reached over plain TCP.
 #pragma once
 
 #include <chrono>

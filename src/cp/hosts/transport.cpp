@@ -148,17 +148,42 @@ class TcpTransport final : public Transport {
   }
 };
 
+// A TLS connection that keeps its context alive: the context owns the verify callback the
+// connection's SSL object refers to, and a renewed context may replace it meanwhile.
+class OwningTlsConnection final : public Connection {
+ public:
+  explicit OwningTlsConnection(std::shared_ptr<ssl::context> ctx)
+      : ctx_(std::move(ctx)), conn_(*ctx_) {}
+  void connect(const HostEndpoint& ep, Deadline deadline) { conn_.connect(ep, deadline); }
+  std::size_t read_some(asio::mutable_buffer buf, Deadline deadline, error_code& ec) override {
+    return conn_.read_some(buf, deadline, ec);
+  }
+  std::size_t write_some(std::span<const asio::const_buffer> bufs, Deadline deadline,
+                         error_code& ec) override {
+    return conn_.write_some(bufs, deadline, ec);
+  }
+  bool readable_now() override { return conn_.readable_now(); }
+  void close() override { conn_.close(); }
+
+ private:
+  std::shared_ptr<ssl::context> ctx_;  // declared first: outlives conn_
+  TlsConnection conn_;
+};
+
 class TlsTransport final : public Transport {
  public:
-  explicit TlsTransport(std::shared_ptr<ssl::context> ctx) : ctx_(std::move(ctx)) {}
+  explicit TlsTransport(std::function<std::shared_ptr<ssl::context>()> current)
+      : current_(std::move(current)) {}
   std::unique_ptr<Connection> connect(const HostEndpoint& ep, Deadline deadline) override {
-    auto c = std::make_unique<TlsConnection>(*ctx_);
+    auto ctx = current_();
+    if (!ctx) throw Error(Code::kInternal, "mutual TLS transport without a TLS context");
+    auto c = std::make_unique<OwningTlsConnection>(std::move(ctx));
     c->connect(ep, deadline);
     return c;
   }
 
  private:
-  std::shared_ptr<ssl::context> ctx_;
+  std::function<std::shared_ptr<ssl::context>()> current_;
 };
 
 }  // namespace
@@ -169,7 +194,14 @@ std::shared_ptr<Transport> make_tcp_transport() {
 
 std::shared_ptr<Transport> make_mtls_transport(std::shared_ptr<ssl::context> ctx) {
   if (!ctx) throw Error(Code::kInvalidArgument, "mutual TLS transport without a TLS context");
-  return std::make_shared<TlsTransport>(std::move(ctx));
+  return std::make_shared<TlsTransport>([ctx] { return ctx; });
+}
+
+std::shared_ptr<Transport> make_mtls_transport(
+    std::function<std::shared_ptr<ssl::context>()> current_context) {
+  if (!current_context)
+    throw Error(Code::kInvalidArgument, "mutual TLS transport without a TLS context");
+  return std::make_shared<TlsTransport>(std::move(current_context));
 }
 
 }  // namespace wrenn::cp

@@ -16,6 +16,7 @@
 #include <boost/system/error_code.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -68,5 +69,10 @@ std::shared_ptr<Transport> make_tcp_transport();
 // from the control plane's CA whose SAN matches HostEndpoint::host (IP SAN for an IP
 // literal). A failed handshake is Error(kUnavailable) naming the address and the reason.
 std::shared_ptr<Transport> make_mtls_transport(std::shared_ptr<boost::asio::ssl::context> ctx);
+// The same with a context asked for on every connect (so a renewed client certificate is
+// used by new connections; each connection keeps the context it was made with). The
+// function must be thread-safe and never return null.
+std::shared_ptr<Transport> make_mtls_transport(
+    std::function<std::shared_ptr<boost::asio::ssl::context>()> current_context);
 
 }  // namespace wrenn::cp
