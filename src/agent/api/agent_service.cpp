@@ -272,6 +272,31 @@ void register_agent_service(connect::Router& router, SandboxManager& m, SlotPool
         for (const auto& t : m.templates()) resp.add_templates(t);
         co_return resp;
       });
+
+  router.unary<pb::CreateSnapshotRequest, pb::CreateSnapshotResponse>(
+      svc + "CreateSnapshot",
+      [&m, &pool](pb::CreateSnapshotRequest req,
+                  CallContext&) -> asio::awaitable<pb::CreateSnapshotResponse> {
+        std::string id = req.sandbox_id(), tmpl = req.template_id();
+        auto task = on_pool(pool, [&m, id, tmpl] { return m.create_snapshot(id, tmpl); });
+        std::uint64_t size = co_await std::move(task);
+        pb::CreateSnapshotResponse resp;
+        resp.set_size_bytes(size);
+        co_return resp;
+      });
+
+  router.unary<pb::DeleteSnapshotRequest, pb::DeleteSnapshotResponse>(
+      svc + "DeleteSnapshot",
+      [&m, &pool](pb::DeleteSnapshotRequest req,
+                  CallContext&) -> asio::awaitable<pb::DeleteSnapshotResponse> {
+        std::string tmpl = req.template_id();
+        auto task = on_pool(pool, [&m, tmpl] {
+          m.delete_snapshot(tmpl);
+          return true;
+        });
+        co_await std::move(task);
+        co_return pb::DeleteSnapshotResponse{};
+      });
 }
 
 }  // namespace wrenn::agent

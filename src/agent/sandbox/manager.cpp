@@ -12,6 +12,7 @@
 #include "log.h"
 #include "net/netns.h"
 #include "sandbox/envd_client.h"
+#include "volume/tree_copy.h"
 
 namespace wrenn::agent {
 
@@ -60,6 +61,20 @@ void validate_template_name(const std::string& name) {
                 "template \"" + name.substr(0, 80) +
                     "\" must be 1-128 characters of letters, digits, '.', '_' and '-'");
 }
+
+void validate_snapshot_template_id(const std::string& template_id) {
+  static const std::regex re("tmpl-[0-9a-z]{1,58}");
+  if (!std::regex_match(template_id, re))
+    throw Error(Code::kInvalidArgument, "template_id \"" + template_id.substr(0, 80) +
+                                            "\" must be \"tmpl-\" and 1-58 of a-z, 0-9");
+}
+
+namespace {
+// IdLock key of a template: sandbox ids never contain ':'.
+std::string template_lock_key(const std::string& name) {
+  return "template:" + name;
+}
+}  // namespace
 
 struct SandboxManager::Entry {
   SandboxRecord rec;
@@ -172,6 +187,8 @@ SandboxView SandboxManager::create(const CreateParams& p) {
     return view(*e);
   }
   const std::string template_root = opts_.state_dir + "/images/" + p.template_name;
+  // Held until the entry is registered: delete_snapshot() then sees this sandbox as a user.
+  std::optional<IdLock> template_lock(std::in_place, *this, template_lock_key(p.template_name));
   struct stat st {};
   if (::stat(template_root.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     throw Error(Code::kNotFound, "template \"" + p.template_name + "\" is not on this host (no " +
@@ -203,6 +220,7 @@ SandboxView SandboxManager::create(const CreateParams& p) {
     std::lock_guard g(mu_);
     entries_[p.id] = e;
   }
+  template_lock.reset();
   try {
     NetSlot slot = slots_.acquire();
     {
@@ -403,6 +421,102 @@ std::vector<std::string> SandboxManager::templates() const {
   return out;
 }
 
+std::uint64_t SandboxManager::create_snapshot(const std::string& id,
+                                              const std::string& template_id) {
+  validate_sandbox_id(id);
+  validate_snapshot_template_id(template_id);
+  // Order: sandbox, then template (create() never holds a template lock while taking an id's).
+  IdLock lock(*this, id);
+  IdLock tlock(*this, template_lock_key(template_id));
+  const std::string images = opts_.state_dir + "/images/";
+  const std::string final_dir = images + template_id;
+  struct stat st {};
+  if (::stat(final_dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return tree_bytes(final_dir);
+
+  auto e = find(id);
+  if (!e) throw Error(Code::kNotFound, "sandbox " + id + " not found");
+  bool freeze = false;
+  {
+    std::lock_guard g(mu_);
+    if (e->rec.state != SandboxState::kRunning && e->rec.state != SandboxState::kPaused)
+      throw Error(Code::kFailedPrecondition, "sandbox " + id + " is " +
+                                                 std::string(state_name(e->rec.state)) +
+                                                 ", not running or paused");
+    freeze = e->rec.state == SandboxState::kRunning;
+  }
+  const Volume vol = volumes_.existing(id);
+  const std::string tmp = images + "." + template_id + ".tmp-" + std::to_string(::getpid());
+  std::error_code ec;
+  fs::remove_all(tmp, ec);  // a leftover of a failed or crashed earlier attempt
+
+  // The record keeps saying running: the freeze is internal and short. A crash while frozen
+  // makes recover() adopt the sandbox as paused (it trusts the freezer).
+  const auto t0 = Clock::now();
+  if (freeze) runtime_.pause(id);
+  std::uint64_t bytes = 0;
+  std::exception_ptr failure;
+  try {
+    bytes = copy_tree(vol.rootfs, tmp);
+    if (::rename(tmp.c_str(), final_dir.c_str()) != 0)
+      throw errno_error(errno, "rename " + tmp + " to " + final_dir);
+  } catch (...) {
+    failure = std::current_exception();
+    fs::remove_all(tmp, ec);
+  }
+  if (freeze) {
+    bool thawed = true;
+    try {
+      runtime_.resume(id);
+    } catch (const std::exception& ex) {
+      // Left frozen: say so in its record, so that a resume can thaw it.
+      log::warn("thaw after snapshot failed", {{"sandbox", id}, {"error", ex.what()}});
+      thawed = false;
+    }
+    if (!thawed) {
+      {
+        std::lock_guard g(mu_);
+        e->rec.state = SandboxState::kPaused;
+        e->rec.paused_reason = "api";
+      }
+      write(*e);
+    }
+  }
+  if (failure) std::rethrow_exception(failure);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  log::info("snapshot created", {{"sandbox", id},
+                                 {"template", template_id},
+                                 {"bytes", std::to_string(bytes)},
+                                 {"ms", std::to_string(ms)}});
+  return bytes;
+}
+
+void SandboxManager::delete_snapshot(const std::string& template_id) {
+  validate_snapshot_template_id(template_id);
+  IdLock tlock(*this, template_lock_key(template_id));
+  {
+    std::lock_guard g(mu_);
+    for (const auto& [sid, e] : entries_)
+      if (e->rec.template_name == template_id)
+        throw Error(Code::kFailedPrecondition,
+                    "template " + template_id + " is in use by sandbox " + sid);
+  }
+  const std::string images = opts_.state_dir + "/images/";
+  const std::string dir = images + template_id;
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw Error(Code::kNotFound, "template " + template_id + " not found");
+  // Out of the listing at once (rename is atomic), then removed at leisure.
+  const std::string doomed = images + "." + template_id + ".del-" + std::to_string(::getpid());
+  std::error_code ec;
+  fs::remove_all(doomed, ec);  // a leftover of an earlier delete
+  if (::rename(dir.c_str(), doomed.c_str()) != 0)
+    throw errno_error(errno, "rename " + dir + " to " + doomed);
+  fs::remove_all(doomed, ec);
+  if (ec)
+    log::warn("removing deleted template failed", {{"path", doomed}, {"error", ec.message()}});
+  log::info("snapshot deleted", {{"template", template_id}});
+}
+
 void SandboxManager::recover() {
   std::set<std::string> keep;
   std::error_code ec;
@@ -451,6 +565,11 @@ void SandboxManager::recover() {
       }
     }
   }
+  // Snapshot copies and deletions a crash interrupted (never templates: those are hidden).
+  std::vector<fs::path> leftovers;
+  for (const auto& d : fs::directory_iterator(opts_.state_dir + "/images", ec))
+    if (d.path().filename().string().rfind(".tmpl-", 0) == 0) leftovers.push_back(d.path());
+  for (const auto& p : leftovers) fs::remove_all(p, ec);
   runtime_.sweep_stale(keep);
   volumes_.sweep_stale(keep);
   slots_.sweep_stale();

@@ -14,6 +14,17 @@
 //  - recover() (once, before serving): sandboxes whose record says running or paused and
 //    whose init is still alive are re-adopted; everything else under the state dir, in the
 //    agent's cgroups and among its network slots is removed.
+//  - Snapshots (ns runtime: the file system only): create_snapshot() copies a running or
+//    paused sandbox's merged root tree into the template images/<template_id>/ (a
+//    "tmpl-…" id), so that create() with that template name starts from it. A running
+//    sandbox is frozen for the copy (a consistent tree) and thawed afterwards; a paused one
+//    stays paused; its state as seen through the API never changes. The tree is copied
+//    to images/.<template_id>.tmp-<pid> and renamed into place, so a failure (or a crash)
+//    never leaves a partial template; hidden entries of images/ are not templates, and
+//    leftovers are removed by the next snapshot of that id. Idempotent: an existing
+//    template is not copied again (its size is returned). delete_snapshot() refuses while
+//    a sandbox of this agent uses the template (its overlay's lower layer):
+//    failed_precondition; an unknown template is not_found.
 //  - Errors: invalid_argument (bad id, template name, sizes), not_found (unknown sandbox or
 //    template), failed_precondition (wrong state, e.g. connecting to a paused sandbox),
 //    plus whatever the runtime, volumes or network report.
@@ -96,7 +107,11 @@ class SandboxManager {
   // A socket connected to `port` inside a running sandbox (the proxy's connector).
   int connect(const std::string& id, std::uint16_t port);
   std::size_t size() const;
+  // Template names under images/ (platform templates and snapshots), sorted.
   std::vector<std::string> templates() const;
+  // See the contract above. Returns the template's size in bytes (its regular files).
+  std::uint64_t create_snapshot(const std::string& id, const std::string& template_id);
+  void delete_snapshot(const std::string& template_id);
   // One pass of sampling and timeout enforcement (the background thread calls this).
   void tick();
 
@@ -124,5 +139,7 @@ class SandboxManager {
 // Validation shared with the API layer.
 void validate_sandbox_id(const std::string& id);
 void validate_template_name(const std::string& name);
+// A snapshot template id: "tmpl-" and 1-58 of [0-9a-z] (so never "/" or "..").
+void validate_snapshot_template_id(const std::string& template_id);
 
 }  // namespace wrenn::agent

@@ -40,6 +40,8 @@ KindInfo info(Kind kind) {
       return {"log-", "audit log"};
     case Kind::kChannel:
       return {"ch-", "channel"};
+    case Kind::kTemplate:
+      return {"tmpl-", "template"};
   }
   throw Error(Code::kInternal, "unknown id kind");
 }

@@ -33,6 +33,7 @@ enum class Kind {
   kHostRefreshToken,  // hrt-   host refresh-token record (never exposed)
   kAuditLog,          // log-
   kChannel,           // ch-    notification channel
+  kTemplate,          // tmpl-  template (ours; upstream used bare UUIDs)
 };
 
 // 16 bytes, network (big-endian) order, as in RFC 4122.

@@ -24,6 +24,7 @@ constexpr CodeInfo kCodes[] = {
     {ApiCode::kConflict, "conflict", 409},
     {ApiCode::kInvalidState, "invalid_state", 409},
     {ApiCode::kTemplateNameTaken, "template_name_taken", 409},
+    {ApiCode::kNameReserved, "name_reserved", 409},
     {ApiCode::kHasActiveSandboxes, "has_active_sandboxes", 409},
     {ApiCode::kConcurrentSandboxLimit, "concurrent_sandbox_limit", 402},
     {ApiCode::kVcpuLimit, "vcpu_limit", 402},

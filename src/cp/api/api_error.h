@@ -30,6 +30,7 @@ enum class ApiCode {
   kConflict,                // 409
   kInvalidState,            // 409
   kTemplateNameTaken,       // 409
+  kNameReserved,            // 409: a platform template's name
   kHasActiveSandboxes,      // 409
   kConcurrentSandboxLimit,  // 402
   kVcpuLimit,               // 402

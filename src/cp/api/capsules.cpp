@@ -22,6 +22,7 @@
 #include "blocking.h"
 #include "crypto/ids.h"
 #include "log.h"
+#include "scheduler/scheduler.h"
 #include "store/audit.h"
 
 namespace wrenn::cp {
@@ -182,7 +183,15 @@ CreatePlan begin_create(ServerContext& ctx, const Caller& caller, const std::str
         pr.memory_mb = static_cast<std::uint64_t>(c.memory_mb);
         pr.disk_mb = static_cast<std::uint64_t>(c.disk_size_mb);
         pr.caller = &caller;
-        c.host_id = ctx.scheduler.place(tx, pr);
+        // A snapshot template exists only on the host it was taken on: place there or fail.
+        if (snapshot) {
+          if (!plan.tmpl->host_id)
+            throw ApiError(ApiCode::kNoHostsAvailable,
+                           "the host holding template \"" + plan.tmpl->name + "\" is gone");
+          c.host_id = place_on_host(ctx, tx, pr, *plan.tmpl->host_id);
+        } else {
+          c.host_id = ctx.scheduler.place(tx, pr);
+        }
         plan.cap = store::insert_capsule(tx, c);
         return plan;
       });

@@ -47,10 +47,10 @@ std::vector<HostLoad> LeastLoadedScheduler::loads(pg::Connection& c,
   return out;
 }
 
-std::string LeastLoadedScheduler::place(pg::Connection& c, const PlacementRequest& req) {
-  if (hooks_) hooks_->check_limits(c, req);
-  const auto hosts = loads(c, req.team_id);
-  if (hosts.empty()) throw ApiError(ApiCode::kNoHostsAvailable, "no online hosts");
+namespace {
+
+// The least loaded of hosts with room for req (see scheduler.h), or ApiError.
+std::string pick(const std::vector<HostLoad>& hosts, const PlacementRequest& req) {
   const double vcpus = req.vcpus, mem = static_cast<double>(req.memory_mb),
                disk = static_cast<double>(req.disk_mb);
   const HostLoad* best = nullptr;
@@ -79,6 +79,31 @@ std::string LeastLoadedScheduler::place(pg::Connection& c, const PlacementReques
     throw ApiError(ApiCode::kNoHostsAvailable, msg);
   }
   return best->host_id;
+}
+
+}  // namespace
+
+std::string LeastLoadedScheduler::place(pg::Connection& c, const PlacementRequest& req) {
+  if (hooks_) hooks_->check_limits(c, req);
+  const auto hosts = loads(c, req.team_id);
+  if (hosts.empty()) throw ApiError(ApiCode::kNoHostsAvailable, "no online hosts");
+  return pick(hosts, req);
+}
+
+std::string place_on_host(const ServerContext& ctx, pg::Connection& tx, const PlacementRequest& req,
+                          const std::string& host_id) {
+  ctx.hooks.check_limits(tx, req);
+  SchedulerOptions o;
+  o.vcpu_overcommit = ctx.config.vcpu_overcommit;
+  o.memory_overcommit = ctx.config.memory_overcommit;
+  o.disk_overcommit = ctx.config.disk_overcommit;
+  std::vector<HostLoad> only;
+  for (auto& h : LeastLoadedScheduler(o, nullptr).loads(tx, req.team_id))
+    if (h.host_id == host_id) only.push_back(h);
+  if (only.empty())
+    throw ApiError(ApiCode::kNoHostsAvailable,
+                   "host " + host_id + " holding the template is not online");
+  return pick(only, req);
 }
 
 }  // namespace wrenn::cp

@@ -13,6 +13,11 @@
 // scarcest resource has the largest free fraction after placement wins (ties: the oldest
 // host). Errors: ApiError no_hosts_available "no online hosts" when none is eligible, "no
 // host has room for N vCPUs, M MiB" (+ ", D MiB of disk" when disk is what is short).
+//
+// Pinned placement (place_on_host): a snapshot template's files exist only on the host it
+// was taken on, so capsules from it go there or nowhere: the same limits and capacity
+// checks restricted to that host; no_hosts_available "host H holding the template is not
+// online" when it is not eligible (offline, unreachable, or not one the team may use).
 #pragma once
 
 #include <string>
@@ -48,5 +53,10 @@ class LeastLoadedScheduler : public Scheduler {
   SchedulerOptions options_;
   const Hooks* hooks_;
 };
+
+// Scheduler::place restricted to host_id (see above). Called inside the caller's
+// transaction like place(); runs ctx.hooks.check_limits first.
+std::string place_on_host(const ServerContext& ctx, pg::Connection& tx, const PlacementRequest& req,
+                          const std::string& host_id);
 
 }  // namespace wrenn::cp

@@ -67,6 +67,11 @@ std::optional<Capsule> get_capsule(pg::Connection& c, std::string_view team_id,
   return first(c.exec(q, id, team_id));
 }
 
+std::optional<Capsule> get_capsule_any_team(pg::Connection& c, std::string_view id) {
+  static const std::string q = sql("SELECT ", " FROM sandboxes WHERE id = $1");
+  return first(c.exec(q, id));
+}
+
 std::optional<Capsule> get_capsule_for_update(pg::Connection& c, std::string_view team_id,
                                               std::string_view id) {
   static const std::string q =
@@ -134,30 +139,6 @@ std::optional<Capsule> touch_running(pg::Connection& c, std::string_view team_id
           "WHERE id = $1 AND team_id = $2 AND status = 'running' RETURNING ",
           "");
   return first(c.exec(q, id, team_id));
-}
-
-bool Template::platform() const {
-  return team_id == kPlatformTeamId;
-}
-
-std::optional<Template> find_template(pg::Connection& c, std::string_view team_id,
-                                      std::string_view name) {
-  auto r = c.exec(
-      "SELECT id, team_id, name, type, vcpus, memory_mb, default_user, "
-      "default_env::text AS env FROM templates "
-      "WHERE name = $1 AND team_id IN ($2, $3) ORDER BY (team_id = $2) DESC LIMIT 1",
-      name, team_id, kPlatformTeamId);
-  if (r.empty()) return std::nullopt;
-  Template t;
-  t.id = r.text(0, "id");
-  t.team_id = r.text(0, "team_id");
-  t.name = r.text(0, "name");
-  t.type = r.text(0, "type");
-  t.vcpus = static_cast<int>(r.as_int64(0, "vcpus"));
-  t.memory_mb = static_cast<int>(r.as_int64(0, "memory_mb"));
-  t.default_user = r.text(0, "default_user");
-  t.default_env = r.text(0, "env");
-  return t;
 }
 
 }  // namespace wrenn::cp::store

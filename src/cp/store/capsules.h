@@ -1,6 +1,7 @@
-// SQL for capsules (table `sandboxes`, sql/0001_init.sql) and the template lookup the
-// create route needs. Every function takes the caller's team and matches it in the WHERE
-// clause: a capsule of another team is indistinguishable from a missing one.
+// SQL for capsules (table `sandboxes`, sql/0001_init.sql); the template lookup the create
+// route needs is in store/templates.h (included). Every function takes the caller's team
+// and matches it in the WHERE clause: a capsule of another team is indistinguishable from
+// a missing one.
 //
 // Contract:
 //  - Functions run one or two statements on the connection they are given (inside the
@@ -20,6 +21,7 @@
 
 #include "pg/connection.h"
 #include "store/sql.h"
+#include "store/templates.h"
 
 namespace wrenn::cp::store {
 
@@ -51,6 +53,8 @@ inline constexpr std::string_view kLiveStatuses[] = {"pending", "running", "paus
 
 std::optional<Capsule> get_capsule(pg::Connection& c, std::string_view team_id,
                                    std::string_view id);
+// Any team's capsule by id: only for the port proxy, whose callers have no team.
+std::optional<Capsule> get_capsule_any_team(pg::Connection& c, std::string_view id);
 // Same, locking the row (SELECT … FOR UPDATE) until the transaction ends.
 std::optional<Capsule> get_capsule_for_update(pg::Connection& c, std::string_view team_id,
                                               std::string_view id);
@@ -79,19 +83,6 @@ std::optional<Capsule> mark_running(pg::Connection& c, std::string_view team_id,
 std::optional<Capsule> touch_running(pg::Connection& c, std::string_view team_id,
                                      std::string_view id);
 
-// A template visible to the team (its own or the platform's; the team's own wins).
-struct Template {
-  std::string id;  // "tmpl-…"
-  std::string team_id;
-  std::string name;
-  std::string type;  // base | snapshot
-  int vcpus = 1;
-  int memory_mb = 512;
-  std::string default_user;
-  std::string default_env = "{}";  // jsonb object text
-  bool platform() const;
-};
-std::optional<Template> find_template(pg::Connection& c, std::string_view team_id,
-                                      std::string_view name);
+// Templates (Template, find_template): store/templates.h.
 
 }  // namespace wrenn::cp::store
