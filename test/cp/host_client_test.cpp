@@ -716,3 +716,122 @@ TEST_CASE("host_client keep-alive reuse and one retry of a stale connection for 
 
   CHECK(error_code_of([&] { c.host_info(0ms); }) == Code::kInvalidArgument);
 }
+
+TEST_CASE("host_client process streams: start_stream attach pty input resize and cancel") {
+  AgentWithSandbox s("hc-stream");
+  auto& c = s.client;
+  using Kind = cp::ProcessEvent::Kind;
+  // Events gathered by a sink, readable from the test thread while the stream runs.
+  struct Events {
+    std::mutex mu;
+    std::vector<cp::ProcessEvent> list;
+    void add(cp::ProcessEvent&& e) {
+      std::lock_guard lk(mu);
+      list.push_back(std::move(e));
+    }
+    std::string text(Kind k) {
+      std::lock_guard lk(mu);
+      std::string out;
+      for (const auto& e : list)
+        if (e.kind == k) out += e.data;
+      return out;
+    }
+    std::optional<std::uint32_t> pid() {
+      std::lock_guard lk(mu);
+      for (const auto& e : list)
+        if (e.kind == Kind::kStart) return e.pid;
+      return std::nullopt;
+    }
+  };
+
+  SECTION("start_stream delivers start output and end in order with no time limit") {
+    Events ev;
+    cp::StreamCancel cancel;
+    auto req = shell("echo out; echo err >&2; exit 3", 1ms);  // req.timeout does not apply
+    auto end = c.start_stream(
+        s.id, req, "", std::nullopt, [&](cp::ProcessEvent&& e) { ev.add(std::move(e)); }, cancel);
+    CHECK(end == cp::StreamEnd::kEnded);
+    REQUIRE(ev.list.size() == 4);
+    CHECK(ev.list[0].kind == Kind::kStart);
+    CHECK(ev.list[0].pid > 0);
+    // Separate pipes: stdout and stderr may arrive in either order.
+    const auto& o = ev.list[1].kind == Kind::kStdout ? ev.list[1] : ev.list[2];
+    const auto& e = ev.list[1].kind == Kind::kStdout ? ev.list[2] : ev.list[1];
+    CHECK(o.kind == Kind::kStdout);
+    CHECK(o.data == "out\n");
+    CHECK(e.kind == Kind::kStderr);
+    CHECK(e.data == "err\n");
+    CHECK(ev.list[3].kind == Kind::kEnd);
+    CHECK(ev.list[3].exit_code == 3);
+    // An unknown command: envd's error (invalid_argument "executable … not found"), thrown.
+    CHECK(error_code_of([&] {
+            ExecRequest bad;
+            bad.cmd = "/no/such/binary";
+            c.start_stream(
+                s.id, bad, "", std::nullopt, [](cp::ProcessEvent&&) {}, cancel);
+          }) == Code::kInvalidArgument);
+    // Cancelled before it starts: nothing is sent.
+    cp::StreamCancel cancelled;
+    cancelled.cancel();
+    CHECK(c.start_stream(
+              s.id, shell("touch /tmp/never"), "", std::nullopt, [](cp::ProcessEvent&&) {},
+              cancelled) == cp::StreamEnd::kCancelled);
+    CHECK(c.exec(s.id, shell("test -e /tmp/never || echo absent")).stdout_data == "absent\n");
+  }
+
+  SECTION("attach sees later output and cancel leaves the process running") {
+    const std::uint32_t pid =
+        c.start_background(s.id, shell("sleep 0.5; echo late; exec sleep 300"), "hc-att");
+    Events ev;
+    cp::StreamCancel cancel;
+    std::atomic<bool> done{false};
+    std::optional<cp::StreamEnd> end;
+    std::thread t([&] {
+      end = c.attach(
+          s.id, std::string("hc-att"), [&](cp::ProcessEvent&& e) { ev.add(std::move(e)); }, cancel);
+      done = true;
+    });
+    CHECK(eventually([&] { return ev.text(Kind::kStdout) == "late\n"; }));
+    CHECK(ev.pid() == pid);
+    const auto t0 = std::chrono::steady_clock::now();
+    cancel.cancel();
+    CHECK(eventually([&] { return done.load(); }, 3000ms));
+    t.join();
+    CHECK(seconds_since(t0) < 2.5);  // noticed within kStreamPoll
+    CHECK(end == cp::StreamEnd::kCancelled);
+    auto procs = c.list_processes(s.id, 5s);
+    CHECK(std::any_of(procs.begin(), procs.end(), [&](const auto& p) { return p.pid == pid; }));
+    c.kill(s.id, pid, cp::Signal::kKill, 5s);
+    cp::StreamCancel fresh;
+    CHECK(error_code_of([&] {
+            c.attach(
+                s.id, std::string("no-such-tag"), [](cp::ProcessEvent&&) {}, fresh);
+          }) == Code::kNotFound);
+  }
+
+  SECTION("a pty process takes input and resizes") {
+    Events ev;
+    cp::StreamCancel cancel;
+    std::optional<cp::StreamEnd> end;
+    ExecRequest sh;
+    sh.cmd = "/bin/sh";
+    std::thread t([&] {
+      end = c.start_stream(
+          s.id, sh, "hc-pty", cp::PtySize{80, 24},
+          [&](cp::ProcessEvent&& e) { ev.add(std::move(e)); }, cancel);
+    });
+    REQUIRE(eventually([&] { return ev.pid().has_value(); }));
+    c.resize_pty(s.id, std::string("hc-pty"), cp::PtySize{100, 40}, 5s);
+    c.send_input(s.id, std::string("hc-pty"), "stty size; exit 7\n", cp::InputTarget::kPty, 5s);
+    t.join();
+    CHECK(end == cp::StreamEnd::kEnded);
+    CHECK(ev.text(Kind::kPty).find("40 100") != std::string::npos);
+    CHECK(ev.text(Kind::kStdout).empty());
+    REQUIRE(!ev.list.empty());
+    CHECK(ev.list.back().kind == Kind::kEnd);
+    CHECK(ev.list.back().exit_code == 7);
+    CHECK(error_code_of([&] {
+            c.resize_pty(s.id, std::string("hc-pty"), cp::PtySize{0, 10}, 5s);
+          }) == Code::kInvalidArgument);
+  }
+}

@@ -5,8 +5,10 @@
 // register_capsule_routes() is called by ControlPlane::start() after the core routes.
 //
 // Contract (every route):
-//  - Access::kTeam. Every query is scoped to the caller's team; another team's capsule, a
-//    malformed id and a missing one are all 404 not_found "capsule not found".
+//  - Access::kTeam (the WebSocket routes: Access::kWebSocket, authenticated by header or
+//    first frame, errors as frames; see stream_routes.cpp). Every query is scoped to the
+//    caller's team; another team's capsule, a malformed id and a missing one are all 404
+//    not_found "capsule not found".
 //  - Runtime routes (exec, processes, files, ping) need status running, else 409
 //    invalid_state "capsule is not running (status: X)".
 //  - Lifecycle changes are compare-and-set on the row's status and audited in the same

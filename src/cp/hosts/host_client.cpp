@@ -346,6 +346,24 @@ pb::HostInfoResponse HostClient::host_info(Timeout timeout) {
   return resp;
 }
 
+std::uint64_t HostClient::create_snapshot(const std::string& sandbox_id,
+                                          const std::string& template_id, Timeout timeout) {
+  check_id(sandbox_id);
+  pb::CreateSnapshotRequest req;
+  req.set_sandbox_id(sandbox_id);
+  req.set_template_id(template_id);
+  pb::CreateSnapshotResponse resp;
+  impl_->agent("CreateSnapshot", req, resp, timeout);
+  return resp.size_bytes();
+}
+
+void HostClient::delete_snapshot(const std::string& template_id, Timeout timeout) {
+  pb::DeleteSnapshotRequest req;
+  req.set_template_id(template_id);
+  pb::DeleteSnapshotResponse resp;
+  impl_->agent("DeleteSnapshot", req, resp, timeout);
+}
+
 // ---- Processes --------------------------------------------------------------------------
 
 ExecResult HostClient::exec(const std::string& id, const ExecRequest& req) {
@@ -478,6 +496,154 @@ void HostClient::kill(const std::string& id, const ProcessSelector& process, Sig
   check_id(id);
   check_timeout(timeout);
   impl_->send_signal(id, selector_of(process), signal, Clock::now() + timeout);
+}
+
+// ---- Process streams ----------------------------------------------------------------------
+
+namespace {
+
+// A process stream has no deadline of its own: this one is only there because
+// HttpExchange wants one (and it is far beyond any sandbox's life).
+constexpr auto kStreamDeadline = std::chrono::hours(24 * 365 * 10);
+
+HttpRequest stream_request(std::string target, Headers headers, std::string payload) {
+  HttpRequest r;
+  r.method = bhttp::verb::post;
+  r.target = std::move(target);
+  r.headers = std::move(headers);
+  r.headers.emplace_back("Content-Type",
+                         connect::content_type_string({connect::Codec::kProto, true}));
+  r.headers.emplace_back("Connect-Protocol-Version", "1");
+  // envd sends a keepalive this often when the process is quiet: the reading thread
+  // wakes up to notice cancellation.
+  r.headers.emplace_back("Keepalive-Ping-Interval", std::to_string(kStreamPoll.count()));
+  r.body = connect::encode_envelope(0, std::move(payload));
+  return r;  // not idempotent: never sent twice
+}
+
+// Reads a Start or Connect stream (the same wire: ProcessEvent at field 1) to its end.
+template <class ImplT>
+StreamEnd pump_process_stream(ImplT& impl, HttpRequest request, const ProcessEventSink& sink,
+                              const StreamCancel& cancel) {
+  if (cancel.cancelled()) return StreamEnd::kCancelled;
+  HttpExchange ex(impl.pool, std::move(request), Clock::now() + kStreamDeadline);
+  if (ex.status() != 200) throw ex.error_from_response();
+  connect::EnvelopeDecoder decoder(kMaxStreamMessage);
+  bool ended = false;
+  for (;;) {
+    if (cancel.cancelled()) return StreamEnd::kCancelled;
+    std::string_view piece = ex.read_some();
+    if (piece.empty())
+      throw Error(Code::kUnavailable,
+                  "host agent " + impl.ep().address() +
+                      ": the process stream ended without an end-of-stream message");
+    decoder.feed(piece);
+    while (auto env = decoder.next()) {
+      if (env->end_stream()) {
+        while (!ex.read_some().empty()) {
+        }
+        if (auto e = connect::parse_error_json(env->payload)) throw *e;
+        if (!ended)
+          throw Error(Code::kInternal, "envd ended the process stream without an end event");
+        return StreamEnd::kEnded;
+      }
+      if (ended) continue;  // nothing follows the end event but the end of the stream
+      process::StartResponse msg;
+      impl.decode_response(env->payload, msg);
+      const auto& e = msg.event();
+      ProcessEvent out;
+      if (e.has_start()) {
+        out.kind = ProcessEvent::Kind::kStart;
+        out.pid = e.start().pid();
+      } else if (e.has_data()) {
+        const auto& d = e.data();
+        if (d.has_stdout()) {
+          out.kind = ProcessEvent::Kind::kStdout;
+          out.data = d.stdout();
+        } else if (d.has_stderr()) {
+          out.kind = ProcessEvent::Kind::kStderr;
+          out.data = d.stderr();
+        } else if (d.has_pty()) {
+          out.kind = ProcessEvent::Kind::kPty;
+          out.data = d.pty();
+        } else {
+          continue;
+        }
+      } else if (e.has_end()) {
+        ended = true;
+        out.kind = ProcessEvent::Kind::kEnd;
+        out.exit_code = e.end().exit_code();
+        out.status = e.end().status();
+      } else {
+        continue;  // keepalive
+      }
+      sink(std::move(out));
+    }
+  }
+}
+
+}  // namespace
+
+StreamEnd HostClient::start_stream(const std::string& id, const ExecRequest& req,
+                                   const std::string& tag, std::optional<PtySize> pty,
+                                   const ProcessEventSink& sink, const StreamCancel& cancel) {
+  check_id(id);
+  process::StartRequest sr = start_request(req, tag);
+  if (pty) {
+    if (pty->cols == 0 || pty->rows == 0)
+      throw Error(Code::kInvalidArgument, "pty size needs cols and rows greater than 0");
+    auto* size = sr.mutable_pty()->mutable_size();
+    size->set_cols(pty->cols);
+    size->set_rows(pty->rows);
+  }
+  return pump_process_stream(
+      *impl_,
+      stream_request(Impl::envd(id, "/process.Process/Start"), impl_->envd_headers(req.user),
+                     connect::encode(connect::Codec::kProto, sr)),
+      sink, cancel);
+}
+
+StreamEnd HostClient::attach(const std::string& id, const ProcessSelector& process,
+                             const ProcessEventSink& sink, const StreamCancel& cancel) {
+  check_id(id);
+  process::ConnectRequest cr;
+  *cr.mutable_process() = selector_of(process);
+  return pump_process_stream(
+      *impl_,
+      stream_request(Impl::envd(id, "/process.Process/Connect"), impl_->envd_headers(),
+                     connect::encode(connect::Codec::kProto, cr)),
+      sink, cancel);
+}
+
+void HostClient::send_input(const std::string& id, const ProcessSelector& process,
+                            const std::string& bytes, InputTarget target, Timeout timeout) {
+  check_id(id);
+  check_timeout(timeout);
+  process::SendInputRequest req;
+  *req.mutable_process() = selector_of(process);
+  if (target == InputTarget::kPty)
+    req.mutable_input()->set_pty(bytes);
+  else
+    req.mutable_input()->set_stdin(bytes);
+  process::SendInputResponse resp;
+  impl_->unary(Impl::envd(id, "/process.Process/SendInput"), req, resp, impl_->envd_headers(),
+               Clock::now() + timeout, false);
+}
+
+void HostClient::resize_pty(const std::string& id, const ProcessSelector& process, PtySize size,
+                            Timeout timeout) {
+  check_id(id);
+  check_timeout(timeout);
+  if (size.cols == 0 || size.rows == 0)
+    throw Error(Code::kInvalidArgument, "pty size needs cols and rows greater than 0");
+  process::UpdateRequest req;
+  *req.mutable_process() = selector_of(process);
+  req.mutable_pty()->mutable_size()->set_cols(size.cols);
+  req.mutable_pty()->mutable_size()->set_rows(size.rows);
+  process::UpdateResponse resp;
+  // Setting a size twice is harmless, so a stale pooled connection may be retried.
+  impl_->unary(Impl::envd(id, "/process.Process/Update"), req, resp, impl_->envd_headers(),
+               Clock::now() + timeout, true);
 }
 
 // ---- Files ------------------------------------------------------------------------------

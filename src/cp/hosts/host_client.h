@@ -18,8 +18,14 @@
 //    a host that cannot be reached or drops the connection: unavailable, with a message
 //    naming the host address; the timeout passing: deadline_exceeded.
 //  - Sandbox ids must match [a-z0-9-]{1,63} (invalid_argument otherwise), as the agent's.
+//  - Process streams (start_stream, attach) are the exception to the timeout rule: they
+//    last as long as the process runs, with no cap, and are never retried. They end with
+//    the process's end event, an error, or cancellation from another thread (StreamCancel,
+//    noticed within kStreamPoll: envd is asked for a keepalive that often, so a quiet
+//    stream still wakes up to look at the token).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -87,6 +93,49 @@ struct ProcessInfo {
 using ProcessSelector = std::variant<std::uint32_t, std::string>;
 enum class Signal { kTerm, kKill };
 
+// One event of a process stream (start_stream, attach), in envd's order: kStart first
+// (pid), then output pieces as the process writes them (kStdout / kStderr, or kPty for a
+// process on a terminal: raw bytes, not necessarily whole UTF-8 characters), kEnd last.
+struct ProcessEvent {
+  enum class Kind { kStart, kStdout, kStderr, kPty, kEnd };
+  Kind kind = Kind::kStart;
+  std::uint32_t pid = 0;  // kStart
+  std::string data;       // output kinds
+  int exit_code = -1;     // kEnd: -1 when the process was ended by a signal
+  std::string status;     // kEnd: envd's description ("exit status: 3", "signal: 9 (SIGKILL)")
+};
+// Called on the streaming thread for each event, in order. It may block (that is the
+// backpressure: nothing more is read from the host meanwhile); it should return promptly
+// once the stream's StreamCancel is cancelled. An exception aborts the stream and propagates.
+using ProcessEventSink = std::function<void(ProcessEvent&&)>;
+
+// Cancels a process stream from any thread.
+class StreamCancel {
+ public:
+  void cancel() noexcept { flag_.store(true); }
+  bool cancelled() const noexcept { return flag_.load(); }
+
+ private:
+  std::atomic<bool> flag_{false};
+};
+
+// How a process stream ended: the process's end event arrived (delivered to the sink
+// first), or the StreamCancel was cancelled (the connection is dropped; the process
+// itself is left alone).
+enum class StreamEnd { kEnded, kCancelled };
+
+// A terminal size for a process started on a PTY.
+struct PtySize {
+  std::uint32_t cols = 80;
+  std::uint32_t rows = 24;
+};
+
+// Where send_input's bytes go: the process's stdin pipe or its terminal.
+enum class InputTarget { kStdin, kPty };
+
+// How often a waiting process stream wakes up to look at its StreamCancel.
+inline constexpr std::chrono::seconds kStreamPoll{1};
+
 enum class FileType { kUnknown, kFile, kDirectory, kSymlink };
 // "file", "directory", "symlink" ("unknown" otherwise).
 std::string_view file_type_name(FileType t);
@@ -139,6 +188,13 @@ class HostClient {
   std::vector<agentpb::MetricPoint> sandbox_metrics(const std::string& id, const std::string& range,
                                                     Timeout timeout);
   agentpb::HostInfoResponse host_info(Timeout timeout);
+  // The sandbox's file system as template images/<template_id>/ on this host ("tmpl-…";
+  // a running sandbox keeps running). Returns its size in bytes. Idempotent.
+  std::uint64_t create_snapshot(const std::string& sandbox_id, const std::string& template_id,
+                                Timeout timeout);
+  // Removes the template from this host: not_found when absent, failed_precondition while a
+  // sandbox there uses it.
+  void delete_snapshot(const std::string& template_id, Timeout timeout);
 
   // ---- Processes (envd process.Process through the proxy) ----
   // Runs a command to completion (stdin is empty). A non-zero exit is a result, not an
@@ -153,6 +209,27 @@ class HostClient {
   std::vector<ProcessInfo> list_processes(const std::string& id, Timeout timeout);
   // Unknown pid or tag: not_found.
   void kill(const std::string& id, const ProcessSelector& process, Signal signal, Timeout timeout);
+
+  // Starts a process and streams its events to sink until it ends (kEnded) or cancel is
+  // cancelled (kCancelled; the process keeps running — kill it separately if it must not).
+  // tag ("" for none) names it; pty set: the process runs on a terminal of that size and
+  // its output arrives as kPty. req.timeout and req.max_output_bytes do not apply: nothing
+  // caps the stream. Errors (the process cannot start, the host fails mid-stream) throw,
+  // possibly after some events were delivered.
+  StreamEnd start_stream(const std::string& id, const ExecRequest& req, const std::string& tag,
+                         std::optional<PtySize> pty, const ProcessEventSink& sink,
+                         const StreamCancel& cancel);
+  // Attaches to a running process: the first event is kStart with its pid, then output
+  // from now on (earlier output is not replayed), then kEnd. As start_stream otherwise;
+  // an unknown pid or tag: not_found.
+  StreamEnd attach(const std::string& id, const ProcessSelector& process,
+                   const ProcessEventSink& sink, const StreamCancel& cancel);
+  // Writes bytes to a process's stdin (started with one) or terminal.
+  void send_input(const std::string& id, const ProcessSelector& process, const std::string& bytes,
+                  InputTarget target, Timeout timeout);
+  // Resizes a PTY process's terminal (cols and rows must be > 0: invalid_argument).
+  void resize_pty(const std::string& id, const ProcessSelector& process, PtySize size,
+                  Timeout timeout);
 
   // ---- Files (envd through the proxy; as the sandbox's default user) ----
   // Streams the file to sink in pieces (at most 64 KiB each): constant memory for any
