@@ -12,10 +12,12 @@
 #include <thread>
 
 #include "api/capsule_routes.h"
+#include "api/port_proxy.h"
 #include "api/host_routes.h"
 #include "api/system_routes.h"
 #include "auth/authenticator.h"
 #include "auth/bootstrap.h"
+#include "auth/host_ca.h"
 #include "error.h"
 #include "hosts/host_directory.h"
 #include "hosts/host_monitor.h"
@@ -151,6 +153,7 @@ struct ControlPlane::Impl {
   std::unique_ptr<pg::Pool> db;
   std::unique_ptr<asio::thread_pool> workers;
   auth::Secrets secrets;
+  std::unique_ptr<auth::HostTls> host_tls;
   std::unique_ptr<auth::PgAuthenticator> authenticator;
   std::unique_ptr<Router> router;
   std::unique_ptr<PgHostDirectory> hosts;
@@ -208,14 +211,21 @@ void ControlPlane::start() {
   m.authenticator =
       std::make_unique<auth::PgAuthenticator>(*m.db, *m.workers, m.secrets.jwt_secret);
   m.router = std::make_unique<Router>(*m.authenticator);
-  m.hosts = std::make_unique<PgHostDirectory>(*m.db, m.secrets.encryption_key);
+  // Every call to an agent is mutual TLS with the control plane's own client certificate.
+  m.host_tls = std::make_unique<auth::HostTls>(
+      auth::load_or_create_host_ca(*m.db, m.secrets.encryption_key, cfg));
+  HostClientOptions host_options;
+  auth::HostTls* tls = m.host_tls.get();
+  host_options.transport = make_mtls_transport([tls] { return tls->client_context(); });
+  m.hosts = std::make_unique<PgHostDirectory>(*m.db, m.secrets.encryption_key, host_options);
   SchedulerOptions so;
   so.vcpu_overcommit = cfg.vcpu_overcommit;
   so.memory_overcommit = cfg.memory_overcommit;
   so.disk_overcommit = cfg.disk_overcommit;
   m.scheduler = std::make_unique<LeastLoadedScheduler>(so, &m.hooks);
-  m.ctx = std::make_unique<ServerContext>(ServerContext{
-      m.config, *m.db, *m.workers, *m.hosts, *m.scheduler, *m.router, *m.authenticator, m.hooks});
+  m.ctx = std::make_unique<ServerContext>(ServerContext{m.config, *m.db, *m.workers, *m.hosts,
+                                                        *m.scheduler, *m.router, *m.authenticator,
+                                                        m.hooks, m.host_tls.get()});
 
   register_system_routes(*m.ctx);
   register_host_routes(*m.ctx, m.secrets);
@@ -223,8 +233,14 @@ void ControlPlane::start() {
   for (const auto& e : m.extensions) e->register_routes(*m.ctx);
 
   Router* router = m.router.get();
-  m.server = std::make_unique<http::Server>(
-      m.io, [router](http::Exchange& ex) { return router->serve(ex); });
+  ServerContext* ctx = m.ctx.get();
+  m.server = std::make_unique<http::Server>(m.io, [router, ctx](http::Exchange& ex) {
+    // "{port}-{capsule}.<domain>" is the port proxy, everything else the API.
+    auto host = ex.header(bhttp::field::host);
+    if (auto t = match_port_proxy_host(host, ctx->config.proxy_domain))
+      return serve_port_proxy(ex, *ctx, std::move(*t));
+    return router->serve(ex);
+  });
   m.server->listen(endpoint);
   m.started = true;
 

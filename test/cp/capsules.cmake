@@ -11,3 +11,9 @@ if(TARGET cp_test_support)  # test/cp/cp_core.cmake
   wrenn_add_test(capsules_test ${CMAKE_CURRENT_LIST_DIR}/capsules_test.cpp)
   target_link_libraries(capsules_test PRIVATE cp_test_support)
 endif()
+
+# port_proxy_test: {port}-{capsule}.<domain> through wrenn-cp and a registered agent.
+if(TARGET cp_test_support)
+  wrenn_add_test(port_proxy_test ${CMAKE_CURRENT_LIST_DIR}/port_proxy_test.cpp)
+  target_link_libraries(port_proxy_test PRIVATE cp_test_support)
+endif()

@@ -13,6 +13,7 @@
 #include "api/api_error.h"
 #include "api/capsule_json.h"
 #include "api/chunk_pipe.h"
+#include "api/port_proxy.h"
 #include "crypto/encoding.h"
 #include "crypto/ids.h"
 #include "pg/migrate.h"
@@ -569,4 +570,30 @@ TEST_CASE("capsule store: templates resolve in the team and then the platform") 
   CHECK(json::parse(mine->default_env).at("K") == "V");
   CHECK_FALSE(store::find_template(*lease, Db::kTeamB, "mine"));  // another team's
   CHECK_FALSE(store::find_template(*lease, Db::kTeamA, "nope"));
+}
+
+TEST_CASE("port proxy host names: port and capsule id parsed and the domain checked") {
+  const std::string id = "cl-0123456789abcdefghijklmno";
+  auto t = wrenn::cp::match_port_proxy_host("8080-" + id + ".wrenn.test:8000", "wrenn.test");
+  REQUIRE(t);
+  CHECK(t->port == 8080);
+  CHECK(t->capsule_id == id);
+  // Case-insensitive, with or without a port.
+  t = wrenn::cp::match_port_proxy_host("3000-CL-0123456789ABCDEFGHIJKLMNO.Wrenn.Test",
+                                       "wrenn.test");
+  REQUIRE(t);
+  CHECK(t->capsule_id == id);
+  // Any domain when none is configured.
+  CHECK(wrenn::cp::match_port_proxy_host("80-" + id + ".example.org", ""));
+  // Out-of-range ports still match (the proxy answers 400 for them).
+  t = wrenn::cp::match_port_proxy_host("70000-" + id + ".wrenn.test", "wrenn.test");
+  REQUIRE(t);
+  CHECK(t->port == 70000);
+  // Not the proxy: the API's own host, another domain, malformed ids and ports.
+  for (const std::string& host : std::vector<std::string>{
+           std::string("127.0.0.1:8000"), std::string("wrenn.test"), "8080-" + id + ".other.test",
+           "8080-" + id + ".wrenn.test.evil", "8080-cl-short.wrenn.test",
+           "x80-" + id + ".wrenn.test", "8080-" + id, "-" + id + ".wrenn.test",
+           "1234567-" + id + ".wrenn.test", "8080-usr-0123456789abcdefghijklmno.wrenn.test"})
+    CHECK_FALSE(wrenn::cp::match_port_proxy_host(host, "wrenn.test"));
 }
