@@ -25,6 +25,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "private_file.h"
 
 namespace wrenn::agent {
 
@@ -188,19 +189,7 @@ void save_credentials(const std::string& path, const HostCredentials& c) {
     o["ca_cert_pem"] = c.ca_cert_pem;
   }
   const std::string data = boost::json::serialize(o) + "\n";
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) throw errno_error(errno, "creating " + tmp);
-  ::fchmod(fd, 0600);
-  bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()) &&
-            ::fsync(fd) == 0;
-  int err = errno;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    if (ok) err = errno;
-    ::unlink(tmp.c_str());
-    throw errno_error(err, "writing " + path);
-  }
+  write_private_file(path, data, {.fsync = true, .owner = {}});
 }
 
 MachineSpecs collect_specs(const std::string& state_dir) {

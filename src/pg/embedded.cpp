@@ -26,6 +26,7 @@
 #include "error.h"
 #include "log.h"
 #include "pg/connection.h"
+#include "private_file.h"
 
 namespace wrenn::pg {
 
@@ -230,16 +231,9 @@ std::string conf_quote(std::string_view v) {
 }
 
 void write_file_atomic(const fs::path& path, const std::string& data, const Identity& id) {
-  const fs::path tmp = path.string() + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) throw errno_error(errno, "create " + tmp.string());
-  ssize_t n = ::write(fd, data.data(), data.size());
-  int err = errno;
-  ::close(fd);
-  if (n != static_cast<ssize_t>(data.size())) throw errno_error(err, "write " + tmp.string());
-  if (id.drop && ::chown(tmp.c_str(), id.uid, id.gid) != 0)
-    throw errno_error(errno, "chown " + tmp.string());
-  fs::rename(tmp, path);
+  PrivateFileOptions options;
+  if (id.drop) options.owner = std::make_pair(id.uid, id.gid);
+  write_private_file(path.string(), data, options);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "agent/agent.pb.h"
 #include "error.h"
+#include "private_file.h"
 
 namespace wrenn::agent {
 
@@ -103,20 +104,8 @@ std::string load_or_create_token(const std::string& path) {
       token += hex[c >> 4];
       token += hex[c & 15];
     }
-    const std::string tmp = path + ".tmp";
-    int w = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (w < 0) throw errno_error(errno, "create " + tmp);
-    const std::string line = token + "\n";
-    bool ok = ::write(w, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
-              ::fsync(w) == 0;
-    ::close(w);
-    // link() fails if another agent created the file meanwhile; use theirs then.
-    if (!ok || (::link(tmp.c_str(), path.c_str()) != 0 && errno != EEXIST)) {
-      int err = errno;
-      ::unlink(tmp.c_str());
-      throw errno_error(err, "create " + path);
-    }
-    ::unlink(tmp.c_str());
+    // Another agent may create it meanwhile: then theirs is used.
+    create_private_file(path, token + "\n", {.fsync = true, .owner = {}});
     fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   }
   if (fd < 0) throw errno_error(errno, "open " + path);

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "error.h"
+#include "private_file.h"
 
 namespace wrenn::agent {
 
@@ -35,18 +36,6 @@ SandboxState state_from_name(std::string_view s) {
   if (s == "paused") return SandboxState::kPaused;
   if (s == "stopping") return SandboxState::kStopping;
   return SandboxState::kStarting;
-}
-
-void write_all(int fd, const std::string& data, const std::string& path) {
-  std::size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw errno_error(errno, "write " + path);
-    }
-    off += static_cast<std::size_t>(n);
-  }
 }
 
 }  // namespace
@@ -94,22 +83,8 @@ void write_record(const std::string& state_dir, const SandboxRecord& r) {
   const std::string data = json::serialize(o) + "\n";
   const std::string dir = state_dir + "/sandboxes/" + r.id;
   const std::string path = dir + "/record.json";
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) throw errno_error(errno, "create " + tmp);
-  try {
-    write_all(fd, data, tmp);
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    throw errno_error(err, "rename " + tmp);
-  }
+  // Replaced atomically, not fsynced: records only need to outlive the agent process.
+  write_private_file(path, data);
 }
 
 SandboxRecord read_record(const std::string& state_dir, const std::string& id) {

@@ -13,6 +13,7 @@
 #include "crypto/random.h"
 #include "error.h"
 #include "log.h"
+#include "private_file.h"
 #include "store/api_keys.h"
 #include "store/sql.h"
 #include "store/teams.h"
@@ -52,29 +53,8 @@ std::optional<std::string> read_small(const std::string& path) {
 }
 
 void write_once(const std::string& path, const std::string& content) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) throw errno_error(errno, "creating " + path);
-  ::fchmod(fd, 0600);  // whatever the umask
-  std::string data = content + "\n";
-  std::size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      ::unlink(path.c_str());
-      throw errno_error(err, "writing " + path);
-    }
-    off += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    int err = errno;
-    ::close(fd);
-    ::unlink(path.c_str());
-    throw errno_error(err, "writing " + path);
-  }
-  ::close(fd);
+  if (!create_private_file(path, content + "\n", {.fsync = true, .owner = {}}))
+    throw Error(Code::kAlreadyExists, path + " already exists");
 }
 
 }  // namespace
