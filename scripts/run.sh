@@ -44,13 +44,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_for() {  # wait_for URL PID LOG WHAT: until URL answers, or the process is gone
+wait_for() {  # wait_for CHECK PID LOG WHAT: until the CHECK command succeeds, or PID is gone
   for _ in $(seq 600); do
-    curl -fs "$1" >/dev/null 2>&1 && return 0
+    $1 >/dev/null 2>&1 && return 0
     kill -0 "$2" 2>/dev/null || { echo "run: $4 exited; the end of $3:" >&2; tail -20 "$3" >&2; exit 1; }
     sleep 0.1
   done
-  echo "run: $4 did not answer at $1 within 60 s; the end of $3:" >&2
+  echo "run: $4 was not ready within 60 s; the end of $3:" >&2
   tail -20 "$3" >&2
   exit 1
 }
@@ -58,7 +58,8 @@ wait_for() {  # wait_for URL PID LOG WHAT: until URL answers, or the process is 
 echo "run: starting wrenn-cp on 127.0.0.1:$cp_port (embedded PostgreSQL under $WRENN_DIR/pg; log $cp_log)" >&2
 build/bin/wrenn-cp --dir "$WRENN_DIR" --listen "127.0.0.1:$cp_port" 2>>"$cp_log" &
 cp_pid=$!
-wait_for "$api/health" "$cp_pid" "$cp_log" wrenn-cp
+cp_up() { curl -fs "$api/health"; }
+wait_for cp_up "$cp_pid" "$cp_log" wrenn-cp
 key=$(cat "$WRENN_DIR/admin-api-key")
 echo "run: wrenn-cp is up; admin API key in $WRENN_DIR/admin-api-key" >&2
 
@@ -72,7 +73,13 @@ echo "run: starting wrenn-agent on 127.0.0.1:$agent_port (log $agent_log)" >&2
 build/bin/wrenn-agent --dir "$WRENN_DIR" --listen "127.0.0.1:$agent_port" \
   --cp-url "$api" --address "127.0.0.1:$agent_port" "${register[@]}" 2>>"$agent_log" &
 agent_pid=$!
-wait_for "http://127.0.0.1:$agent_port/health" "$agent_pid" "$agent_log" wrenn-agent
+# The agent now speaks only mutual TLS with the control plane: ready means online there.
+agent_online() {
+  curl -fsS -H "X-API-Key: $key" "$api/v1/hosts" |
+    jq -e --arg a "127.0.0.1:$agent_port" 'any(.[]; .address == $a and .status == "online")'
+}
+wait_for agent_online "$agent_pid" "$agent_log" wrenn-agent
+echo "run: wrenn-agent registered and online (mutual TLS)" >&2
 
 rest() {  # rest METHOD PATH [JSON]: prints the body; fails on an error status
   curl -fsS -X "$1" -H "X-API-Key: $key" -H 'Content-Type: application/json' \
