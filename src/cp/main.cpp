@@ -41,6 +41,10 @@ Options (each also settable by the environment variable named):
                         (WRENN_CP_HEARTBEAT_TIMEOUT, default 90)
   --reconcile-interval S  seconds between reconcile passes (WRENN_CP_RECONCILE_INTERVAL,
                         default 15)
+  --fleet-interval S    seconds between passes of the fleet reconciler; an apply wakes it
+                        at once (WRENN_CP_FLEET_INTERVAL, default 10)
+  --drain-policy P      what draining a host does to its running sandboxes: pause or
+                        destroy (WRENN_CP_DRAIN_POLICY, default pause)
   --monitor-interval MS how often heartbeats are checked (WRENN_CP_MONITOR_INTERVAL_MS,
                         default 5000)
   --vcpu-overcommit X   vCPUs offered per host core (WRENN_CP_VCPU_OVERCOMMIT, default 16)
@@ -134,6 +138,9 @@ int main(int argc, char** argv) {
   if (auto v = env("WRENN_CP_RECONCILE_INTERVAL"); !v.empty())
     cfg.reconcile_interval =
         std::chrono::seconds(number("WRENN_CP_RECONCILE_INTERVAL", v, 1, 86400));
+  if (auto v = env("WRENN_CP_FLEET_INTERVAL"); !v.empty())
+    cfg.fleet_interval = std::chrono::seconds(number("WRENN_CP_FLEET_INTERVAL", v, 1, 86400));
+  if (auto v = env("WRENN_CP_DRAIN_POLICY"); !v.empty()) cfg.drain_policy = v;
   if (auto v = env("WRENN_CP_MONITOR_INTERVAL_MS"); !v.empty())
     cfg.monitor_interval =
         std::chrono::milliseconds(number("WRENN_CP_MONITOR_INTERVAL_MS", v, 10, 3600000));
@@ -175,6 +182,10 @@ int main(int argc, char** argv) {
       cfg.heartbeat_timeout = std::chrono::seconds(number(a, value(), 1, 86400));
     } else if (a == "--reconcile-interval") {
       cfg.reconcile_interval = std::chrono::seconds(number(a, value(), 1, 86400));
+    } else if (a == "--fleet-interval") {
+      cfg.fleet_interval = std::chrono::seconds(number(a, value(), 1, 86400));
+    } else if (a == "--drain-policy") {
+      cfg.drain_policy = value();
     } else if (a == "--monitor-interval") {
       cfg.monitor_interval = std::chrono::milliseconds(number(a, value(), 10, 3600000));
     } else if (a == "--vcpu-overcommit") {
@@ -187,6 +198,9 @@ int main(int argc, char** argv) {
       usage_error("unknown argument \"" + a + "\"");
     }
   }
+  if (cfg.drain_policy != "pause" && cfg.drain_policy != "destroy")
+    usage_error("--drain-policy / WRENN_CP_DRAIN_POLICY must be pause or destroy, not \"" +
+                cfg.drain_policy + "\"");
   if (cfg.wrenn_dir.empty() || cfg.wrenn_dir.front() != '/')
     usage_error("--dir / WRENN_DIR must be an absolute path");
 

@@ -20,6 +20,8 @@
 #include "auth/host_ca.h"
 #include "error.h"
 #include "hosts/host_directory.h"
+#include "fleet/fleet_routes.h"
+#include "fleet/reconciler.h"
 #include "hosts/host_monitor.h"
 #include "http/server.h"
 #include "log.h"
@@ -163,6 +165,8 @@ struct ControlPlane::Impl {
   asio::io_context io{1};
   std::unique_ptr<http::Server> server;
   std::unique_ptr<HostMonitor> monitor;
+  std::unique_ptr<fleet::Reconciler> reconciler;
+  std::jthread reconciler_thread;
   std::vector<std::jthread> ext_threads;
   bool started = false;
   bool stopping = false;
@@ -230,6 +234,7 @@ void ControlPlane::start() {
   register_system_routes(*m.ctx);
   register_host_routes(*m.ctx, m.secrets);
   register_capsule_routes(*m.ctx);
+  register_fleet_routes(*m.ctx, m.secrets);
   for (const auto& e : m.extensions) e->register_routes(*m.ctx);
 
   Router* router = m.router.get();
@@ -246,6 +251,14 @@ void ControlPlane::start() {
 
   m.monitor = std::make_unique<HostMonitor>(*m.db, *m.hosts, m.hooks, m.config);
   m.monitor->start();
+  m.reconciler = std::make_unique<fleet::Reconciler>(*m.ctx);
+  m.reconciler_thread = std::jthread([r = m.reconciler.get()](std::stop_token st) {
+    try {
+      r->run(st);
+    } catch (const std::exception& ex) {
+      log::error("fleet reconciler failed", {{"error", ex.what()}});
+    }
+  });
   for (const auto& e : m.extensions) {
     for (auto& w : e->workers(*m.ctx)) {
       auto run = w.run;
@@ -295,6 +308,10 @@ void ControlPlane::Impl::finish_shutdown() {
   started = false;
   if (server) server->stop();
   if (monitor) monitor->stop();
+  if (reconciler_thread.joinable()) {
+    reconciler_thread.request_stop();
+    reconciler_thread.join();
+  }
   for (auto& t : ext_threads) t.request_stop();
   for (auto& t : ext_threads)
     if (t.joinable()) t.join();

@@ -40,6 +40,10 @@ struct CpConfig {
   bool auto_migrate = false;
   std::chrono::seconds heartbeat_timeout{90};  // a host without heartbeats becomes unreachable
   std::chrono::seconds reconcile_interval{15};
+  // The fleet reconciler (fleet/reconciler.h): seconds between passes (an apply wakes it
+  // at once) and what draining a host does to its running sandboxes: "pause" or "destroy".
+  std::chrono::seconds fleet_interval{10};
+  std::string drain_policy = "pause";
   std::chrono::milliseconds monitor_interval{5000};  // how often heartbeats are checked
   std::chrono::seconds orphan_grace{60};  // sandboxes younger than this are never orphans
   // Scheduler capacity: a host offers cpu_cores * vcpu_overcommit vCPUs, memory_mb *

@@ -25,6 +25,8 @@ constexpr CodeInfo kCodes[] = {
     {ApiCode::kInvalidState, "invalid_state", 409},
     {ApiCode::kTemplateNameTaken, "template_name_taken", 409},
     {ApiCode::kNameReserved, "name_reserved", 409},
+    {ApiCode::kRevisionConflict, "revision_conflict", 409},
+    {ApiCode::kInvalidSpec, "invalid_spec", 400},
     {ApiCode::kHasActiveSandboxes, "has_active_sandboxes", 409},
     {ApiCode::kConcurrentSandboxLimit, "concurrent_sandbox_limit", 402},
     {ApiCode::kVcpuLimit, "vcpu_limit", 402},

@@ -31,6 +31,8 @@ enum class ApiCode {
   kInvalidState,            // 409
   kTemplateNameTaken,       // 409
   kNameReserved,            // 409: a platform template's name
+  kRevisionConflict,        // 409: a fleet apply planned at a revision no longer current
+  kInvalidSpec,             // 400: fleet specs with problems ("diagnostics" lists them)
   kHasActiveSandboxes,      // 409
   kConcurrentSandboxLimit,  // 402
   kVcpuLimit,               // 402

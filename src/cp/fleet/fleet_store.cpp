@@ -1,0 +1,495 @@
+#include "fleet/fleet_store.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "api/api_error.h"
+#include "crypto/encoding.h"
+#include "crypto/ids.h"
+#include "error.h"
+#include "store/sql.h"
+
+namespace wrenn::cp::fleet {
+
+namespace json = boost::json;
+using store::kPlatformTeamId;
+
+namespace {
+
+json::object parse_object(std::string_view text) {
+  if (text.empty()) return {};
+  json::value v = json::parse(text);
+  return v.is_object() ? v.get_object() : json::object{};
+}
+
+std::map<std::string, std::string> string_map(std::string_view text) {
+  std::map<std::string, std::string> out;
+  for (auto& [k, v] : parse_object(text))
+    if (v.is_string()) out.emplace(k, std::string(v.get_string()));
+  return out;
+}
+
+json::object labels_object(const std::map<std::string, std::string>& m) {
+  json::object o;
+  for (auto& [k, v] : m) o[k] = v;
+  return o;
+}
+
+std::optional<std::int64_t> opt_int(const json::object& o, std::string_view key) {
+  auto* v = o.if_contains(key);
+  if (!v || !v->is_int64()) return std::nullopt;
+  return v->get_int64();
+}
+
+json::object optional_fields(
+    std::initializer_list<std::pair<const char*, std::optional<std::int64_t>>> f) {
+  json::object o;
+  for (auto& [k, v] : f)
+    if (v) o[k] = *v;
+  return o;
+}
+
+std::string ids_array(const std::vector<std::string>& ids) {
+  return store::text_array(ids);
+}
+
+std::string team_id_by_slug(pg::Connection& tx, const std::string& slug) {
+  auto r = tx.exec("SELECT id FROM teams WHERE slug = $1 AND deleted_at IS NULL", slug);
+  if (r.empty()) throw ApiError(ApiCode::kNotFound, "team \"" + slug + "\" does not exist");
+  return std::string(r.text(0, 0));
+}
+
+// Rethrows a database refusal as an ApiError naming the resource.
+template <class F>
+auto naming(const std::string& what, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const pg::SqlError& e) {
+    if (e.code() == Code::kAlreadyExists || e.code() == Code::kInvalidArgument ||
+        e.code() == Code::kFailedPrecondition) {
+      std::string why = e.constraint().empty() ? std::string(e.what()) : e.constraint();
+      if (e.constraint() == "templates_platform_name")
+        why = "the name is reserved by a platform template";
+      else if (e.constraint() == "team_api_keys_key_hash_key")
+        why =
+            "an API key with this hash already exists (another team or a key made through "
+            "the API)";
+      else if (e.constraint() == "users_teams_one_owner")
+        why = "a team has at most one owner";
+      throw ApiError(ApiCode::kConflict, what + ": " + why);
+    }
+    throw;
+  }
+}
+
+}  // namespace
+
+std::map<std::pair<std::string, std::string>, Recorded> load_recorded(pg::Connection& c) {
+  auto r = c.exec(
+      "SELECT kind, name, apply_set, resource_id, spec::text, spec_hash, generation "
+      "FROM fleet_resources");
+  std::map<std::pair<std::string, std::string>, Recorded> out;
+  for (int i = 0; i < r.rows(); ++i) {
+    Recorded rec;
+    rec.kind = r.text(i, 0);
+    rec.name = r.text(i, 1);
+    rec.apply_set = r.text(i, 2);
+    rec.resource_id = r.text(i, 3);
+    rec.spec = parse_object(r.text(i, 4));
+    rec.spec_hash = r.text(i, 5);
+    rec.generation = r.as_int64(i, 6);
+    out.emplace(std::pair{rec.kind, rec.name}, std::move(rec));
+  }
+  return out;
+}
+
+std::int64_t fleet_revision(pg::Connection& c, bool lock) {
+  auto r = c.exec(lock ? "SELECT revision FROM fleet_revision FOR UPDATE"
+                       : "SELECT revision FROM fleet_revision");
+  return r.as_int64(0, 0);
+}
+
+LiveState load_live(pg::Connection& c,
+                    const std::map<std::pair<std::string, std::string>, Recorded>& recorded) {
+  std::map<std::string, std::vector<std::string>> ids;
+  std::map<std::string, const Recorded*> by_id;
+  for (auto& [key, rec] : recorded) {
+    ids[rec.kind].push_back(rec.resource_id);
+    by_id[rec.resource_id] = &rec;
+  }
+  LiveState live;
+
+  if (!ids["team"].empty()) {
+    auto r = c.exec(
+        "SELECT t.id, t.slug, t.name, t.limits::text, "
+        " coalesce((SELECT json_agg(json_build_object('email', lower(u.email), 'role', ut.role) "
+        "            ORDER BY lower(u.email)) "
+        "           FROM users_teams ut JOIN users u ON u.id = ut.user_id "
+        "           WHERE ut.team_id = t.id), '[]')::text, "
+        " coalesce((SELECT json_agg(json_build_object('name', k.name, 'sha256', k.key_hash) "
+        "            ORDER BY k.name) "
+        "           FROM team_api_keys k WHERE k.team_id = t.id AND k.managed), '[]')::text "
+        "FROM teams t WHERE t.id = ANY($1::text[]) AND t.deleted_at IS NULL",
+        ids_array(ids["team"]));
+    for (int i = 0; i < r.rows(); ++i) {
+      spec::TeamSpec t;
+      t.name = r.text(i, 1);
+      t.display_name = r.text(i, 2);
+      json::object limits = parse_object(r.text(i, 3));
+      t.limits.concurrent_sandboxes = opt_int(limits, "concurrent_sandboxes");
+      t.limits.vcpus = opt_int(limits, "vcpus");
+      t.limits.memory_mb = opt_int(limits, "memory_mb");
+      const json::value members = json::parse(r.text(i, 4));
+      for (auto& m : members.as_array()) {
+        auto& o = m.as_object();
+        t.members.push_back(
+            {std::string(o.at("email").as_string()), std::string(o.at("role").as_string())});
+      }
+      const json::value keys = json::parse(r.text(i, 5));
+      for (auto& k : keys.as_array()) {
+        auto& o = k.as_object();
+        t.api_keys.push_back(
+            {std::string(o.at("name").as_string()), std::string(o.at("sha256").as_string())});
+      }
+      live.views[std::string(r.text(i, 0))] = spec::to_json(t);
+    }
+  }
+
+  if (!ids["host"].empty()) {
+    auto r = c.exec(
+        "SELECT id, name, address, labels::text, state, runtime_preference, "
+        "capacity_override::text, status, coalesce(" +
+            store::ts("last_heartbeat_at") + ", '') FROM hosts WHERE id = ANY($1::text[])",
+        ids_array(ids["host"]));
+    for (int i = 0; i < r.rows(); ++i) {
+      const std::string id(r.text(i, 0));
+      spec::HostSpec h;
+      h.name = r.opt_text(i, 1).value_or("");
+      h.address = r.text(i, 2);
+      h.labels = string_map(r.text(i, 3));
+      h.state = r.text(i, 4);
+      h.runtime = r.text(i, 5);
+      json::object cap = parse_object(r.text(i, 6));
+      h.capacity.vcpus = opt_int(cap, "vcpus");
+      h.capacity.memory_mb = opt_int(cap, "memory_mb");
+      h.capacity.disk_gb = opt_int(cap, "disk_gb");
+      h.capacity.max_sandboxes = opt_int(cap, "max_sandboxes");
+      json::object view = spec::to_json(h);
+      // The address of a registered host is what its agent reported; before registration
+      // it is the declared one.
+      live.views[id] = std::move(view);
+      live.hosts[id] = {std::string(r.text(i, 7)), std::string(r.text(i, 8))};
+    }
+  }
+
+  if (!ids["template"].empty()) {
+    auto r = c.exec(
+        "SELECT id, vcpus, memory_mb, default_user, default_env::text FROM templates "
+        "WHERE id = ANY($1::text[])",
+        ids_array(ids["template"]));
+    for (int i = 0; i < r.rows(); ++i) {
+      const std::string id(r.text(i, 0));
+      json::object view = by_id.at(id)->spec;
+      view["vcpus"] = r.as_int64(i, 1);
+      view["memory_mb"] = r.as_int64(i, 2);
+      view["user"] = r.text(i, 3);
+      view["env"] = labels_object(string_map(r.text(i, 4)));
+      live.views[id] = std::move(view);
+    }
+    auto m = c.exec(
+        "SELECT b.template_id, coalesce(h.name, h.id) FROM template_builds b "
+        "JOIN hosts h ON h.id = b.host_id WHERE b.state = 'missing' "
+        "AND b.template_id = ANY($1::text[]) ORDER BY 2",
+        ids_array(ids["template"]));
+    for (int i = 0; i < m.rows(); ++i)
+      live.missing_images[std::string(m.text(i, 0))].emplace_back(m.text(i, 1));
+  }
+
+  if (!ids["channel"].empty()) {
+    auto r = c.exec(
+        "SELECT id, provider, target, array_to_json(events)::text, secret_refs::text "
+        "FROM channels WHERE id = ANY($1::text[])",
+        ids_array(ids["channel"]));
+    for (int i = 0; i < r.rows(); ++i) {
+      const std::string id(r.text(i, 0));
+      json::object view = by_id.at(id)->spec;
+      view["provider"] = r.text(i, 1);
+      view["target"] = r.text(i, 2);
+      json::array events;
+      for (auto& e : store::json_string_array(r.text(i, 3))) events.push_back(json::value(e));
+      view["events"] = std::move(events);
+      view["secrets"] = parse_object(r.text(i, 4));
+      live.views[id] = std::move(view);
+    }
+  }
+
+  auto u = c.exec(
+      "SELECT id, coalesce(name, id) FROM hosts h WHERE status <> 'pending' AND NOT EXISTS "
+      "(SELECT 1 FROM fleet_resources f WHERE f.kind = 'host' AND f.resource_id = h.id)");
+  for (int i = 0; i < u.rows(); ++i)
+    live.undeclared_hosts.emplace(std::string(u.text(i, 0)), std::string(u.text(i, 1)));
+  return live;
+}
+
+std::string find_unrecorded(pg::Connection& c, const std::string& kind, const std::string& name,
+                            const std::string& team_slug) {
+  pg::Result r;
+  if (kind == "team")
+    r = c.exec("SELECT id FROM teams WHERE slug = $1", name);
+  else if (kind == "host")
+    r = c.exec("SELECT id FROM hosts WHERE name = $1", name);
+  else if (kind == "template")
+    r = c.exec(
+        "SELECT m.id FROM templates m JOIN teams t ON t.id = m.team_id "
+        "WHERE t.slug = $1 AND m.name = $2",
+        team_slug, name);
+  else
+    r = c.exec(
+        "SELECT ch.id FROM channels ch JOIN teams t ON t.id = ch.team_id "
+        "WHERE t.slug = $1 AND ch.name = $2",
+        team_slug, name);
+  if (r.empty()) return {};
+  std::string id(r.text(0, 0));
+  auto f = c.exec("SELECT 1 FROM fleet_resources WHERE resource_id = $1", id);
+  return f.empty() ? id : std::string();
+}
+
+std::map<std::string, std::string> resolve_secrets(const spec::ChannelSpec& ch) {
+  std::map<std::string, std::string> out;
+  for (auto& [name, ref] : ch.secrets) {
+    const std::string what = "channel \"" + ch.name + "\" secret \"" + name + "\"";
+    if (!ref.env.empty()) {
+      const char* v = std::getenv(ref.env.c_str());
+      if (!v || !*v)
+        throw Error(Code::kInvalidArgument, what + " names the environment variable " + ref.env +
+                                                ", which is not set on the control plane");
+      out[name] = v;
+    } else {
+      std::ifstream in(ref.file, std::ios::binary);
+      if (!in)
+        throw Error(Code::kInvalidArgument,
+                    what + " names the file " + ref.file + ", which the control plane cannot read");
+      std::ostringstream ss;
+      ss << in.rdbuf();
+      std::string v = ss.str();
+      while (!v.empty() && (v.back() == '\n' || v.back() == '\r')) v.pop_back();
+      if (v.empty())
+        throw Error(Code::kInvalidArgument, what + ": the file " + ref.file + " is empty");
+      out[name] = std::move(v);
+    }
+  }
+  return out;
+}
+
+std::string write_team(pg::Connection& tx, const spec::TeamSpec& t, const std::string& id_in) {
+  return naming("team \"" + t.name + "\"", [&] {
+    const std::string limits = json::serialize(optional_fields({
+        {"concurrent_sandboxes", t.limits.concurrent_sandboxes},
+        {"vcpus", t.limits.vcpus},
+        {"memory_mb", t.limits.memory_mb},
+    }));
+    std::string id = id_in;
+    if (id.empty()) {
+      id = ids::new_id(ids::Kind::kTeam);
+      tx.exec("INSERT INTO teams (id, name, slug, limits) VALUES ($1, $2, $3, $4::jsonb)", id,
+              t.display_name, t.name, limits);
+    } else {
+      tx.exec(
+          "UPDATE teams SET name = $2, slug = $3, limits = $4::jsonb, deleted_at = NULL "
+          "WHERE id = $1",
+          id, t.display_name, t.name, limits);
+    }
+
+    // Members: users by address (created, inactive and without a password, when new);
+    // undeclared memberships removed; the owner changed last so at most one exists.
+    std::vector<std::string> user_ids;
+    for (auto& m : t.members) {
+      auto u = tx.exec("SELECT id FROM users WHERE lower(email) = $1", m.email);
+      std::string uid;
+      if (u.empty()) {
+        uid = ids::new_id(ids::Kind::kUser);
+        tx.exec("INSERT INTO users (id, email, status) VALUES ($1, $2, 'inactive')", uid, m.email);
+      } else {
+        uid = std::string(u.text(0, 0));
+      }
+      user_ids.push_back(uid);
+    }
+    tx.exec("DELETE FROM users_teams WHERE team_id = $1 AND NOT (user_id = ANY($2::text[]))", id,
+            ids_array(user_ids));
+    std::string owner;
+    for (std::size_t i = 0; i < t.members.size(); ++i)
+      if (t.members[i].role == "owner") owner = user_ids[i];
+    tx.exec(
+        "UPDATE users_teams SET role = 'admin' WHERE team_id = $1 AND role = 'owner' "
+        "AND user_id <> coalesce($2, '')",
+        id, owner.empty() ? std::nullopt : std::optional<std::string>(owner));
+    for (std::size_t i = 0; i < t.members.size(); ++i)
+      tx.exec(
+          "INSERT INTO users_teams (user_id, team_id, role, is_default) VALUES ($1, $2, $3, "
+          " NOT EXISTS (SELECT 1 FROM users_teams d WHERE d.user_id = $1 AND d.is_default)) "
+          "ON CONFLICT (team_id, user_id) DO UPDATE SET role = EXCLUDED.role "
+          "WHERE users_teams.role <> EXCLUDED.role",
+          user_ids[i], id, t.members[i].role);
+
+    // Managed API keys: exactly the declared hashes.
+    std::vector<std::string> hashes;
+    for (auto& k : t.api_keys) hashes.push_back(k.sha256);
+    tx.exec(
+        "DELETE FROM team_api_keys WHERE team_id = $1 AND managed "
+        "AND NOT (key_hash = ANY($2::text[]))",
+        id, ids_array(hashes));
+    for (auto& k : t.api_keys) {
+      auto r = tx.exec(
+          "UPDATE team_api_keys SET name = $3 WHERE team_id = $1 AND key_hash = $2 AND managed", id,
+          k.sha256, k.name);
+      if (r.affected_rows() == 0)
+        tx.exec(
+            "INSERT INTO team_api_keys (id, team_id, name, key_hash, key_prefix, managed) "
+            "VALUES ($1, $2, $3, $4, '', true)",
+            ids::new_id(ids::Kind::kApiKey), id, k.name, k.sha256);
+    }
+    return id;
+  });
+}
+
+std::string write_host(pg::Connection& tx, const spec::HostSpec& h, const std::string& id_in) {
+  return naming("host \"" + h.name + "\"", [&] {
+    const std::string labels = json::serialize(labels_object(h.labels));
+    const std::string cap = json::serialize(optional_fields({
+        {"vcpus", h.capacity.vcpus},
+        {"memory_mb", h.capacity.memory_mb},
+        {"disk_gb", h.capacity.disk_gb},
+        {"max_sandboxes", h.capacity.max_sandboxes},
+    }));
+    std::string id = id_in;
+    if (id.empty()) {
+      id = ids::new_id(ids::Kind::kHost);
+      tx.exec(
+          "INSERT INTO hosts (id, name, address, labels, state, runtime_preference, "
+          "capacity_override) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7::jsonb)",
+          id, h.name, h.address, labels, h.state, h.runtime, cap);
+    } else {
+      tx.exec(
+          "UPDATE hosts SET name = $2, address = $3, labels = $4::jsonb, state = $5, "
+          "runtime_preference = $6, capacity_override = $7::jsonb WHERE id = $1",
+          id, h.name, h.address, labels, h.state, h.runtime, cap);
+    }
+    return id;
+  });
+}
+
+std::string write_template(pg::Connection& tx, const spec::TemplateSpec& t,
+                           const std::string& id_in) {
+  return naming("template \"" + t.name + "\"", [&] {
+    const std::string team_id = team_id_by_slug(tx, t.team);
+    json::object env;
+    for (auto& [k, v] : t.env) env[k] = v;
+    const std::string meta = json::serialize(json::object{{"fleet", spec::to_json(t)}});
+    std::string id = id_in;
+    if (id.empty()) {
+      id = ids::new_id(ids::Kind::kTemplate);
+      tx.exec(
+          "INSERT INTO templates (id, team_id, name, type, vcpus, memory_mb, default_user, "
+          "default_env, metadata) VALUES ($1, $2, $3, 'base', $4, $5, $6, $7::jsonb, $8::jsonb)",
+          id, team_id, t.name, t.vcpus, t.memory_mb, t.user, json::serialize(env), meta);
+    } else {
+      tx.exec(
+          "UPDATE templates SET team_id = $2, name = $3, vcpus = $4, memory_mb = $5, "
+          "default_user = $6, default_env = $7::jsonb, metadata = metadata || $8::jsonb "
+          "WHERE id = $1",
+          id, team_id, t.name, t.vcpus, t.memory_mb, t.user, json::serialize(env), meta);
+    }
+    return id;
+  });
+}
+
+std::string write_channel(pg::Connection& tx, const WriteContext& wc, const spec::ChannelSpec& ch,
+                          const std::string& id_in) {
+  std::map<std::string, std::string> values;
+  try {
+    values = resolve_secrets(ch);
+  } catch (const Error& e) {
+    throw ApiError(ApiCode::kInvalidRequest, e.what());
+  }
+  return naming("channel \"" + ch.name + "\"", [&] {
+    const std::string team_id = team_id_by_slug(tx, ch.team);
+    json::object refs = spec::to_json(ch).at("secrets").as_object();
+    json::object plain;
+    for (auto& [k, v] : values) plain[k] = v;
+    // The channel id is the associated data: a sealed blob cannot be moved to another row.
+    std::string id = id_in.empty() ? ids::new_id(ids::Kind::kChannel) : id_in;
+    const std::string sealed =
+        values.empty() ? std::string()
+                       : crypto::base64_encode(crypto::seal(wc.key, json::serialize(plain), id));
+    std::vector<std::string> events(ch.events.begin(), ch.events.end());
+    if (id_in.empty()) {
+      tx.exec(
+          "INSERT INTO channels (id, team_id, name, provider, target, events, secret_refs, "
+          "secrets_sealed, apply_set) VALUES ($1, $2, $3, $4, $5, $6::text[], $7::jsonb, $8, $9)",
+          id, team_id, ch.name, ch.provider, ch.target, store::text_array(events),
+          json::serialize(refs), sealed, wc.apply_set);
+    } else {
+      tx.exec(
+          "UPDATE channels SET team_id = $2, name = $3, provider = $4, target = $5, "
+          "events = $6::text[], secret_refs = $7::jsonb, secrets_sealed = $8, apply_set = $9 "
+          "WHERE id = $1",
+          id, team_id, ch.name, ch.provider, ch.target, store::text_array(events),
+          json::serialize(refs), sealed, wc.apply_set);
+    }
+    return id;
+  });
+}
+
+void delete_object(pg::Connection& tx, const Recorded& r) {
+  const std::string what = r.kind + " \"" + r.name + "\"";
+  naming(what, [&] {
+    if (r.kind == "team") {
+      if (r.resource_id == kPlatformTeamId)
+        throw ApiError(ApiCode::kConflict, "the platform team cannot be deleted");
+      tx.exec("DELETE FROM team_api_keys WHERE team_id = $1", r.resource_id);
+      tx.exec("DELETE FROM users_teams WHERE team_id = $1", r.resource_id);
+      tx.exec("UPDATE teams SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL",
+              r.resource_id);
+    } else if (r.kind == "host") {
+      auto live = tx.exec(
+          "SELECT count(*) FROM sandboxes WHERE host_id = $1 "
+          "AND status IN ('pending', 'starting', 'running', 'paused')",
+          r.resource_id);
+      if (live.as_int64(0, 0) > 0)
+        throw ApiError(ApiCode::kHasActiveSandboxes,
+                       what + " still has " + std::string(live.text(0, 0)) +
+                           " sandboxes: drain it first (state = \"draining\")");
+      tx.exec("DELETE FROM hosts WHERE id = $1", r.resource_id);
+    } else if (r.kind == "template") {
+      if (r.resource_id == "tmpl-0000000000000000000000000")
+        throw ApiError(ApiCode::kConflict, "the platform template \"minimal\" cannot be deleted");
+      tx.exec("DELETE FROM templates WHERE id = $1", r.resource_id);
+    } else {
+      tx.exec("DELETE FROM channels WHERE id = $1", r.resource_id);
+    }
+    return 0;
+  });
+}
+
+void record_resource(pg::Connection& tx, const std::string& kind, const std::string& name,
+                     const std::string& apply_set, const std::string& resource_id,
+                     const json::object& spec, const std::string& hash, std::int64_t revision) {
+  tx.exec(
+      "INSERT INTO fleet_resources (kind, name, apply_set, resource_id, spec, spec_hash, "
+      "applied_revision) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7) "
+      "ON CONFLICT (kind, name) DO UPDATE SET apply_set = EXCLUDED.apply_set, "
+      " resource_id = EXCLUDED.resource_id, spec = EXCLUDED.spec, "
+      " generation = fleet_resources.generation + "
+      "   (CASE WHEN fleet_resources.spec_hash <> EXCLUDED.spec_hash THEN 1 ELSE 0 END), "
+      " spec_hash = EXCLUDED.spec_hash, applied_revision = EXCLUDED.applied_revision, "
+      " applied_at = now()",
+      kind, name, apply_set, resource_id, json::serialize(spec), hash, revision);
+}
+
+void forget_resource(pg::Connection& tx, const std::string& kind, const std::string& name) {
+  tx.exec("DELETE FROM fleet_resources WHERE kind = $1 AND name = $2", kind, name);
+}
+
+}  // namespace wrenn::cp::fleet
