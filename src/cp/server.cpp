@@ -22,6 +22,7 @@
 #include "hosts/host_directory.h"
 #include "fleet/fleet_routes.h"
 #include "fleet/reconciler.h"
+#include "fleet/team_limits.h"
 #include "hosts/host_monitor.h"
 #include "http/server.h"
 #include "log.h"
@@ -175,7 +176,10 @@ struct ControlPlane::Impl {
   void finish_shutdown();
 };
 
-ControlPlane::ControlPlane(CpConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+ControlPlane::ControlPlane(CpConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {
+  // Declared team limits come first, before any embedding distribution's limits provider.
+  add_extension(std::make_shared<fleet::TeamLimits>());
+}
 
 ControlPlane::~ControlPlane() {
   if (impl_->started) impl_->finish_shutdown();

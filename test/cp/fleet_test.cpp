@@ -409,3 +409,31 @@ TEST_CASE("delete removes a declared resource and registration tokens are issued
   CHECK(f.cp.del("/v1/fleet/resources/team/t", f.cp.admin_api_key()).status == 404);
   CHECK(f.cp.del("/v1/fleet/resources/gizmo/t", f.cp.admin_api_key()).status == 400);
 }
+
+TEST_CASE("declared team limits refuse sandboxes beyond them", "[fleet]") {
+  Fleet f;
+  REQUIRE(f.apply(files_body("s", {{"t.toml", team_toml("lim",
+                                                        "limits = { concurrent_sandboxes = 1, "
+                                                        "vcpus = 2 }\n[[team.api_keys]]\n"
+                                                        "name = \"k\"\nsha256 = \"" +
+                                                            key_hash() + "\"\n")}}))
+              .status == 200);
+  auto db = f.cp.pool();
+  auto c = db->acquire();
+  const std::string team(c->exec("SELECT id FROM teams WHERE slug = 'lim'").text(0, 0));
+  c->exec(
+      "INSERT INTO sandboxes (id, team_id, status, vcpus) VALUES "
+      "('cl-0000000000000000000000001', $1, 'running', 1)",
+      team);
+  auto full = f.cp.post("/v1/capsules", "{\"template\":\"minimal\"}", kKey);
+  CHECK(full.status == 402);
+  CHECK(full.error_code() == "concurrent_sandbox_limit");
+  c->exec("UPDATE sandboxes SET status = 'stopped' WHERE team_id = $1", team);
+  auto big = f.cp.post("/v1/capsules", "{\"template\":\"minimal\",\"vcpus\":4}", kKey);
+  CHECK(big.status == 402);
+  CHECK(big.error_code() == "vcpu_limit");
+  // Within the limits the request reaches placement (and finds no host here).
+  auto ok = f.cp.post("/v1/capsules", "{\"template\":\"minimal\",\"vcpus\":1}", kKey);
+  CHECK(ok.status == 503);
+  CHECK(ok.error_code() == "no_hosts_available");
+}
