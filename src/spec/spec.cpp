@@ -10,6 +10,7 @@
 #include <functional>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "crypto/hash.h"
 
@@ -913,7 +914,39 @@ ParseResult parse_spec_files(const std::vector<SourceFile>& files) {
   std::vector<const SourceFile*> order;
   for (auto& f : files) order.push_back(&f);
   std::stable_sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->name < b->name; });
-  for (auto* f : order) parse_file(*f, r.set, r.diagnostics);
+  // Files parse independently: large sets are read by several threads, each file into
+  // its own slot, then joined in name order (the result does not depend on the threads).
+  struct Parsed {
+    SpecSet set;
+    std::vector<Diagnostic> diags;
+  };
+  std::vector<Parsed> parsed(order.size());
+  std::size_t bytes = 0;
+  for (auto* f : order) bytes += f->text.size();
+  const std::size_t workers =
+      bytes < (256u << 10)
+          ? 1
+          : std::min<std::size_t>(order.size(), std::max(1u, std::thread::hardware_concurrency()));
+  auto work = [&](std::size_t first) {
+    for (std::size_t i = first; i < order.size(); i += workers)
+      parse_file(*order[i], parsed[i].set, parsed[i].diags);
+  };
+  {
+    std::vector<std::jthread> threads;
+    for (std::size_t w = 1; w < workers; ++w) threads.emplace_back(work, w);
+    work(0);
+  }
+  for (auto& p : parsed) {
+    auto move_all = [](auto& to, auto& from) {
+      to.insert(to.end(), std::make_move_iterator(from.begin()),
+                std::make_move_iterator(from.end()));
+    };
+    move_all(r.set.hosts, p.set.hosts);
+    move_all(r.set.templates, p.set.templates);
+    move_all(r.set.teams, p.set.teams);
+    move_all(r.set.channels, p.set.channels);
+    move_all(r.diagnostics, p.diags);
+  }
   check_references(r.set, r.diagnostics);
   std::stable_sort(r.diagnostics.begin(), r.diagnostics.end(), [](auto& a, auto& b) {
     return std::tie(a.file, a.line, a.column, a.message) <

@@ -101,7 +101,7 @@ TEST_CASE("plan lists every kind to create and apply converges the live rows", "
   CHECK(plan.at("revision").as_int64() == 0);
   CHECK(plan.at("summary").at("create").as_int64() == 4);
   for (auto [kind, name] : std::vector<std::pair<std::string, std::string>>{
-           {"team", "acme"}, {"host", "edge-1"}, {"template", "py"}, {"channel", "alerts"}}) {
+           {"team", "acme"}, {"host", "edge-1"}, {"template", "acme/py"}, {"channel", "alerts"}}) {
     auto* e = entry(plan, kind, name);
     REQUIRE(e);
     CHECK(e->at("action").as_string() == "create");
@@ -436,4 +436,26 @@ TEST_CASE("declared team limits refuse sandboxes beyond them", "[fleet]") {
   auto ok = f.cp.post("/v1/capsules", "{\"template\":\"minimal\",\"vcpus\":1}", kKey);
   CHECK(ok.status == 503);
   CHECK(ok.error_code() == "no_hosts_available");
+}
+
+TEST_CASE("templates are named team/name in the inventory", "[fleet]") {
+  Fleet f;
+  const std::string specs = team_toml("a") + team_toml("b") +
+                            "[[template]]\nname = \"py\"\nteam = \"a\"\nimage = \"busybox\"\n\n"
+                            "[[template]]\nname = \"py\"\nteam = \"b\"\nimage = \"busybox\"\n";
+  auto a = f.apply(files_body("s", {{"t.toml", specs}}));
+  REQUIRE(a.status == 200);
+  const json::value aj = a.json();
+  CHECK(entry(aj, "template", "a/py"));
+  CHECK(entry(aj, "template", "b/py"));
+  auto one = f.cp.get("/v1/fleet/resources/template/b/py", f.cp.admin_api_key());
+  REQUIRE(one.status == 200);
+  CHECK(one.json().at("spec").at("team").as_string() == "b");
+  CHECK(one.json().at("live").at("builds").as_array().empty());
+  REQUIRE(f.cp.del("/v1/fleet/resources/template/a/py", f.cp.admin_api_key()).status == 200);
+  auto p = f.plan(files_body("s", {{"t.toml", specs}}));
+  const json::value pj = p.json();
+  auto* e = entry(pj, "template", "a/py");
+  REQUIRE(e);
+  CHECK(e->at("action").as_string() == "create");
 }

@@ -1,5 +1,6 @@
 #include "fleet/fleet_routes.h"
 
+#include <chrono>
 #include <memory>
 
 #include "api/api_error.h"
@@ -8,6 +9,7 @@
 #include "blocking.h"
 #include "fleet/fleet_store.h"
 #include "fleet/plan.h"
+#include "log.h"
 #include "store/audit.h"
 #include "store/hosts.h"
 #include "store/sql.h"
@@ -101,7 +103,9 @@ asio::awaitable<void> plan_route(Deps& d, RequestContext& rc, bool apply) {
   PlanRequest req = parse_plan_request(body, apply);
   const Caller caller = rc.caller();
   auto task = run_blocking(d.ctx.workers, [&d, req = std::move(req), apply, caller] {
+    const auto t0 = std::chrono::steady_clock::now();
     spec::SpecSet set = parse_specs(req);
+    const auto t1 = std::chrono::steady_clock::now();
     fleet::Plan plan;
     if (apply) {
       plan = d.ctx.db.with_transaction([&](pg::Connection& tx) {
@@ -112,6 +116,15 @@ asio::awaitable<void> plan_route(Deps& d, RequestContext& rc, bool apply) {
       auto conn = d.ctx.db.acquire();
       plan = fleet::compute_plan(*conn, req.apply_set, set, req.prune);
     }
+    const auto t2 = std::chrono::steady_clock::now();
+    auto ms = [](auto a, auto b) {
+      return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count());
+    };
+    log::debug(apply ? "fleet apply" : "fleet plan",
+               {{"apply_set", req.apply_set},
+                {"parse_ms", ms(t0, t1)},
+                {"plan_ms", ms(t1, t2)},
+                {"entries", std::to_string(plan.entries.size())}});
     return fleet::plan_json(plan);
   });
   json::object out = co_await std::move(task);
@@ -259,9 +272,16 @@ asio::awaitable<void> get_resources(Deps& d, RequestContext& rc) {
   co_await std::move(reply);
 }
 
+// The resource's inventory name: templates are "team/name" (their names are unique per
+// team), served as /v1/fleet/resources/template/{team}/{name}.
+std::string resource_name(RequestContext& rc) {
+  return rc.route().find("{team}") == std::string::npos ? rc.param("name")
+                                                        : rc.param("team") + "/" + rc.param("name");
+}
+
 asio::awaitable<void> get_resource(Deps& d, RequestContext& rc) {
   const std::string kind = check_kind(rc.param("kind"));
-  const std::string name = rc.param("name");
+  const std::string name = resource_name(rc);
   auto task = run_blocking(d.ctx.workers, [&d, kind, name] {
     auto conn = d.ctx.db.acquire();
     json::array a = list_resources(d.ctx, *conn, kind, name, "", true);
@@ -277,7 +297,7 @@ asio::awaitable<void> get_resource(Deps& d, RequestContext& rc) {
 
 asio::awaitable<void> delete_resource(Deps& d, RequestContext& rc) {
   const std::string kind = check_kind(rc.param("kind"));
-  const std::string name = rc.param("name");
+  const std::string name = resource_name(rc);
   const Caller caller = rc.caller();
   auto task = run_blocking(d.ctx.workers, [&d, kind, name, caller] {
     return d.ctx.db.with_transaction([&](pg::Connection& tx) {
@@ -290,7 +310,7 @@ asio::awaitable<void> delete_resource(Deps& d, RequestContext& rc) {
       if (kind == "team")
         for (auto& [key, rec] : recorded)
           if ((rec.kind == "template" || rec.kind == "channel") &&
-              rec.spec.at("team").as_string() == name)
+              rec.spec().at("team").as_string() == name)
             throw ApiError(ApiCode::kConflict, "team \"" + name + "\" still has " + rec.kind +
                                                    " \"" + rec.name + "\": delete it first");
       fleet::delete_object(tx, it->second);
@@ -387,6 +407,9 @@ void register_fleet_routes(ServerContext& ctx, const auth::Secrets& secrets) {
   r.add(verb::get, "/v1/fleet/resources", Access::kAdmin, route(get_resources));
   r.add(verb::get, "/v1/fleet/resources/{kind}/{name}", Access::kAdmin, route(get_resource));
   r.add(verb::delete_, "/v1/fleet/resources/{kind}/{name}", Access::kAdmin, route(delete_resource));
+  r.add(verb::get, "/v1/fleet/resources/{kind}/{team}/{name}", Access::kAdmin, route(get_resource));
+  r.add(verb::delete_, "/v1/fleet/resources/{kind}/{team}/{name}", Access::kAdmin,
+        route(delete_resource));
   r.add(verb::get, "/v1/fleet/apply-sets", Access::kAdmin, route(get_apply_sets));
   r.add(verb::post, "/v1/fleet/hosts/{name}/registration-token", Access::kAdmin,
         route(registration_token));

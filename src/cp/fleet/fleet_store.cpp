@@ -24,23 +24,10 @@ json::object parse_object(std::string_view text) {
   return v.is_object() ? v.get_object() : json::object{};
 }
 
-std::map<std::string, std::string> string_map(std::string_view text) {
-  std::map<std::string, std::string> out;
-  for (auto& [k, v] : parse_object(text))
-    if (v.is_string()) out.emplace(k, std::string(v.get_string()));
-  return out;
-}
-
 json::object labels_object(const std::map<std::string, std::string>& m) {
   json::object o;
   for (auto& [k, v] : m) o[k] = v;
   return o;
-}
-
-std::optional<std::int64_t> opt_int(const json::object& o, std::string_view key) {
-  auto* v = o.if_contains(key);
-  if (!v || !v->is_int64()) return std::nullopt;
-  return v->get_int64();
 }
 
 json::object optional_fields(
@@ -86,10 +73,14 @@ auto naming(const std::string& what, F&& f) -> decltype(f()) {
 
 }  // namespace
 
-std::map<std::pair<std::string, std::string>, Recorded> load_recorded(pg::Connection& c) {
-  auto r = c.exec(
-      "SELECT kind, name, apply_set, resource_id, spec::text, spec_hash, generation "
-      "FROM fleet_resources");
+json::object Recorded::spec() const {
+  return parse_object(spec_text);
+}
+
+std::map<std::pair<std::string, std::string>, Recorded> load_recorded(pg::Connection& c,
+                                                                      bool specs) {
+  auto r = c.exec(std::string("SELECT kind, name, apply_set, resource_id, ") +
+                  (specs ? "spec::text" : "''") + ", spec_hash, generation FROM fleet_resources");
   std::map<std::pair<std::string, std::string>, Recorded> out;
   for (int i = 0; i < r.rows(); ++i) {
     Recorded rec;
@@ -97,12 +88,32 @@ std::map<std::pair<std::string, std::string>, Recorded> load_recorded(pg::Connec
     rec.name = r.text(i, 1);
     rec.apply_set = r.text(i, 2);
     rec.resource_id = r.text(i, 3);
-    rec.spec = parse_object(r.text(i, 4));
+    rec.spec_text = r.text(i, 4);
     rec.spec_hash = r.text(i, 5);
     rec.generation = r.as_int64(i, 6);
-    out.emplace(std::pair{rec.kind, rec.name}, std::move(rec));
+    auto key = std::pair{rec.kind, rec.name};
+    out.emplace_hint(out.end(), std::move(key), std::move(rec));
   }
   return out;
+}
+
+void load_specs(pg::Connection& c,
+                std::map<std::pair<std::string, std::string>, Recorded>& recorded,
+                const std::vector<std::pair<std::string, std::string>>& keys) {
+  if (keys.empty()) return;
+  std::vector<std::string> kinds, names;
+  for (auto& [k, n] : keys) {
+    kinds.push_back(k);
+    names.push_back(n);
+  }
+  auto r = c.exec(
+      "SELECT f.kind, f.name, f.spec::text FROM fleet_resources f "
+      "JOIN unnest($1::text[], $2::text[]) AS k(kind, name) ON k.kind = f.kind AND k.name = f.name",
+      store::text_array(kinds), store::text_array(names));
+  for (int i = 0; i < r.rows(); ++i) {
+    auto it = recorded.find({std::string(r.text(i, 0)), std::string(r.text(i, 1))});
+    if (it != recorded.end()) it->second.spec_text = r.text(i, 2);
+  }
 }
 
 std::int64_t fleet_revision(pg::Connection& c, bool lock) {
@@ -111,120 +122,84 @@ std::int64_t fleet_revision(pg::Connection& c, bool lock) {
   return r.as_int64(0, 0);
 }
 
-LiveState load_live(pg::Connection& c,
-                    const std::map<std::pair<std::string, std::string>, Recorded>& recorded) {
-  std::map<std::string, std::vector<std::string>> ids;
-  std::map<std::string, const Recorded*> by_id;
-  for (auto& [key, rec] : recorded) {
-    ids[rec.kind].push_back(rec.resource_id);
-    by_id[rec.resource_id] = &rec;
-  }
+namespace {
+
+// The live view of every recorded resource, in the canonical shape of its kind
+// (spec::to_json), as SQL; rows whose view differs from the recorded spec are drift.
+// Orders use the "C" collation: the spec library sorts members and keys by byte value.
+constexpr const char* kDriftSql = R"SQL(
+WITH members AS (
+  SELECT ut.team_id, jsonb_agg(jsonb_build_object('email', lower(u.email), 'role', ut.role)
+                               ORDER BY lower(u.email) COLLATE "C") AS list
+  FROM users_teams ut JOIN users u ON u.id = ut.user_id GROUP BY ut.team_id
+), keys AS (
+  SELECT team_id, jsonb_agg(jsonb_build_object('name', name, 'sha256', key_hash)
+                            ORDER BY name COLLATE "C") AS list
+  FROM team_api_keys WHERE managed GROUP BY team_id
+), team_live AS (
+  SELECT f.resource_id, f.spec,
+         CASE WHEN t.id IS NULL THEN NULL ELSE jsonb_build_object(
+           'name', t.slug, 'display_name', t.name,
+           'limits', jsonb_build_object('concurrent_sandboxes', t.limits->'concurrent_sandboxes',
+                                        'memory_mb', t.limits->'memory_mb',
+                                        'vcpus', t.limits->'vcpus'),
+           'members', coalesce(m.list, '[]'::jsonb),
+           'api_keys', coalesce(k.list, '[]'::jsonb)) END AS live
+  FROM fleet_resources f
+  LEFT JOIN teams t ON t.id = f.resource_id AND t.deleted_at IS NULL
+  LEFT JOIN members m ON m.team_id = t.id
+  LEFT JOIN keys k ON k.team_id = t.id
+  WHERE f.kind = 'team'
+)
+SELECT resource_id, live::text FROM team_live WHERE live IS DISTINCT FROM spec
+UNION ALL
+SELECT f.resource_id, l.live::text FROM fleet_resources f LEFT JOIN LATERAL (
+  SELECT jsonb_build_object(
+    'name', h.name, 'address', h.address, 'labels', h.labels, 'state', h.state,
+    'runtime', h.runtime_preference,
+    'capacity', jsonb_build_object('disk_gb', h.capacity_override->'disk_gb',
+                                   'max_sandboxes', h.capacity_override->'max_sandboxes',
+                                   'memory_mb', h.capacity_override->'memory_mb',
+                                   'vcpus', h.capacity_override->'vcpus')
+  ) AS live FROM hosts h WHERE h.id = f.resource_id) l ON true
+WHERE f.kind = 'host' AND l.live IS DISTINCT FROM f.spec
+UNION ALL
+SELECT f.resource_id, l.live::text FROM fleet_resources f LEFT JOIN LATERAL (
+  SELECT f.spec || jsonb_build_object('vcpus', m.vcpus, 'memory_mb', m.memory_mb,
+                                      'user', m.default_user, 'env', m.default_env) AS live
+  FROM templates m WHERE m.id = f.resource_id) l ON true
+WHERE f.kind = 'template' AND l.live IS DISTINCT FROM f.spec
+UNION ALL
+SELECT f.resource_id, l.live::text FROM fleet_resources f LEFT JOIN LATERAL (
+  SELECT f.spec || jsonb_build_object('provider', c.provider, 'target', c.target,
+                                      'events', to_jsonb(c.events), 'secrets', c.secret_refs) AS live
+  FROM channels c WHERE c.id = f.resource_id) l ON true
+WHERE f.kind = 'channel' AND l.live IS DISTINCT FROM f.spec
+)SQL";
+
+}  // namespace
+
+LiveState load_live(pg::Connection& c) {
   LiveState live;
-
-  if (!ids["team"].empty()) {
-    auto r = c.exec(
-        "SELECT t.id, t.slug, t.name, t.limits::text, "
-        " coalesce((SELECT json_agg(json_build_object('email', lower(u.email), 'role', ut.role) "
-        "            ORDER BY lower(u.email)) "
-        "           FROM users_teams ut JOIN users u ON u.id = ut.user_id "
-        "           WHERE ut.team_id = t.id), '[]')::text, "
-        " coalesce((SELECT json_agg(json_build_object('name', k.name, 'sha256', k.key_hash) "
-        "            ORDER BY k.name) "
-        "           FROM team_api_keys k WHERE k.team_id = t.id AND k.managed), '[]')::text "
-        "FROM teams t WHERE t.id = ANY($1::text[]) AND t.deleted_at IS NULL",
-        ids_array(ids["team"]));
-    for (int i = 0; i < r.rows(); ++i) {
-      spec::TeamSpec t;
-      t.name = r.text(i, 1);
-      t.display_name = r.text(i, 2);
-      json::object limits = parse_object(r.text(i, 3));
-      t.limits.concurrent_sandboxes = opt_int(limits, "concurrent_sandboxes");
-      t.limits.vcpus = opt_int(limits, "vcpus");
-      t.limits.memory_mb = opt_int(limits, "memory_mb");
-      const json::value members = json::parse(r.text(i, 4));
-      for (auto& m : members.as_array()) {
-        auto& o = m.as_object();
-        t.members.push_back(
-            {std::string(o.at("email").as_string()), std::string(o.at("role").as_string())});
-      }
-      const json::value keys = json::parse(r.text(i, 5));
-      for (auto& k : keys.as_array()) {
-        auto& o = k.as_object();
-        t.api_keys.push_back(
-            {std::string(o.at("name").as_string()), std::string(o.at("sha256").as_string())});
-      }
-      live.views[std::string(r.text(i, 0))] = spec::to_json(t);
-    }
+  auto d = c.exec(kDriftSql);
+  for (int i = 0; i < d.rows(); ++i) {
+    auto view = d.opt_text(i, 1);
+    live.drifted[std::string(d.text(i, 0))] =
+        view ? std::optional<json::object>(parse_object(*view)) : std::nullopt;
   }
-
-  if (!ids["host"].empty()) {
-    auto r = c.exec(
-        "SELECT id, name, address, labels::text, state, runtime_preference, "
-        "capacity_override::text, status, coalesce(" +
-            store::ts("last_heartbeat_at") + ", '') FROM hosts WHERE id = ANY($1::text[])",
-        ids_array(ids["host"]));
-    for (int i = 0; i < r.rows(); ++i) {
-      const std::string id(r.text(i, 0));
-      spec::HostSpec h;
-      h.name = r.opt_text(i, 1).value_or("");
-      h.address = r.text(i, 2);
-      h.labels = string_map(r.text(i, 3));
-      h.state = r.text(i, 4);
-      h.runtime = r.text(i, 5);
-      json::object cap = parse_object(r.text(i, 6));
-      h.capacity.vcpus = opt_int(cap, "vcpus");
-      h.capacity.memory_mb = opt_int(cap, "memory_mb");
-      h.capacity.disk_gb = opt_int(cap, "disk_gb");
-      h.capacity.max_sandboxes = opt_int(cap, "max_sandboxes");
-      json::object view = spec::to_json(h);
-      // The address of a registered host is what its agent reported; before registration
-      // it is the declared one.
-      live.views[id] = std::move(view);
-      live.hosts[id] = {std::string(r.text(i, 7)), std::string(r.text(i, 8))};
-    }
-  }
-
-  if (!ids["template"].empty()) {
-    auto r = c.exec(
-        "SELECT id, vcpus, memory_mb, default_user, default_env::text FROM templates "
-        "WHERE id = ANY($1::text[])",
-        ids_array(ids["template"]));
-    for (int i = 0; i < r.rows(); ++i) {
-      const std::string id(r.text(i, 0));
-      json::object view = by_id.at(id)->spec;
-      view["vcpus"] = r.as_int64(i, 1);
-      view["memory_mb"] = r.as_int64(i, 2);
-      view["user"] = r.text(i, 3);
-      view["env"] = labels_object(string_map(r.text(i, 4)));
-      live.views[id] = std::move(view);
-    }
-    auto m = c.exec(
-        "SELECT b.template_id, coalesce(h.name, h.id) FROM template_builds b "
-        "JOIN hosts h ON h.id = b.host_id WHERE b.state = 'missing' "
-        "AND b.template_id = ANY($1::text[]) ORDER BY 2",
-        ids_array(ids["template"]));
-    for (int i = 0; i < m.rows(); ++i)
-      live.missing_images[std::string(m.text(i, 0))].emplace_back(m.text(i, 1));
-  }
-
-  if (!ids["channel"].empty()) {
-    auto r = c.exec(
-        "SELECT id, provider, target, array_to_json(events)::text, secret_refs::text "
-        "FROM channels WHERE id = ANY($1::text[])",
-        ids_array(ids["channel"]));
-    for (int i = 0; i < r.rows(); ++i) {
-      const std::string id(r.text(i, 0));
-      json::object view = by_id.at(id)->spec;
-      view["provider"] = r.text(i, 1);
-      view["target"] = r.text(i, 2);
-      json::array events;
-      for (auto& e : store::json_string_array(r.text(i, 3))) events.push_back(json::value(e));
-      view["events"] = std::move(events);
-      view["secrets"] = parse_object(r.text(i, 4));
-      live.views[id] = std::move(view);
-    }
-  }
-
+  auto h = c.exec("SELECT h.id, h.status, coalesce(" + store::ts("h.last_heartbeat_at") +
+                  ", '') FROM fleet_resources f JOIN hosts h ON h.id = f.resource_id "
+                  "WHERE f.kind = 'host' AND h.status NOT IN ('online', 'pending')");
+  for (int i = 0; i < h.rows(); ++i)
+    live.unhealthy_hosts[std::string(h.text(i, 0))] = {std::string(h.text(i, 1)),
+                                                       std::string(h.text(i, 2))};
+  auto m = c.exec(
+      "SELECT b.template_id, coalesce(h.name, h.id) FROM fleet_resources f "
+      "JOIN template_builds b ON b.template_id = f.resource_id "
+      "JOIN hosts h ON h.id = b.host_id WHERE f.kind = 'template' AND b.state = 'missing' "
+      "ORDER BY 2");
+  for (int i = 0; i < m.rows(); ++i)
+    live.missing_images[std::string(m.text(i, 0))].emplace_back(m.text(i, 1));
   auto u = c.exec(
       "SELECT id, coalesce(name, id) FROM hosts h WHERE status <> 'pending' AND NOT EXISTS "
       "(SELECT 1 FROM fleet_resources f WHERE f.kind = 'host' AND f.resource_id = h.id)");

@@ -5,10 +5,9 @@
 // Contract:
 //  - Readers never change anything. Writers run inside the caller's transaction and are
 //    idempotent: writing the same spec twice leaves the rows as after the first write.
-//  - Live views (live_*) are canonical spec objects (spec::to_json shape) built from the
-//    live rows, so field_changes(recorded spec, live view) is exactly the drift. Fields
-//    that have no live counterpart (a template's build steps) are taken from the recorded
-//    spec. A missing live object has no view (std::nullopt).
+//  - Live views are canonical spec objects (spec::to_json shape) built from the live rows,
+//    so field_changes(recorded spec, live view) is exactly the drift. Fields that have no
+//    live counterpart (a template's build steps) are taken from the recorded spec.
 //  - Writers take the typed spec and the id of the existing object ("" when there is none
 //    and one is created); they return the object's id. They throw ApiError with a message
 //    naming the resource when the database refuses (a key hash used elsewhere, a name
@@ -38,13 +37,20 @@ struct Recorded {
   std::string name;
   std::string apply_set;
   std::string resource_id;
-  boost::json::object spec;  // canonical form as applied
+  std::string spec_text;  // canonical form as applied (JSON text; spec() parses it)
+  boost::json::object spec() const;
   std::string spec_hash;
   std::int64_t generation = 0;
 };
 
-// Every fleet_resources row, by (kind, name).
-std::map<std::pair<std::string, std::string>, Recorded> load_recorded(pg::Connection& c);
+// Every fleet_resources row, by (kind, name). With specs = false, spec_text is left empty
+// (a no-op plan of a large fleet compares hashes only); load_specs() fills it for the rows
+// that need it.
+std::map<std::pair<std::string, std::string>, Recorded> load_recorded(pg::Connection& c,
+                                                                      bool specs = true);
+void load_specs(pg::Connection& c,
+                std::map<std::pair<std::string, std::string>, Recorded>& recorded,
+                const std::vector<std::pair<std::string, std::string>>& keys);
 
 // The fleet's current revision (fleet_revision); with lock, the row is locked until the
 // transaction ends (applies serialise on it).
@@ -56,16 +62,17 @@ struct HostObservation {
   std::string last_heartbeat_at;
 };
 struct LiveState {
-  std::map<std::string, boost::json::object> views;  // resource id -> live canonical view
-  std::map<std::string, HostObservation> hosts;      // host id -> status
+  // Recorded resources whose live view differs from the recorded spec: resource id -> the
+  // live view, or nullopt when the live object is gone. The comparison runs in PostgreSQL
+  // (jsonb equality on the canonical shapes), so a fleet without drift costs one query
+  // and no per-resource work here.
+  std::map<std::string, std::optional<boost::json::object>> drifted;
+  std::map<std::string, HostObservation> unhealthy_hosts;  // declared, neither online nor pending
   std::map<std::string, std::vector<std::string>> missing_images;  // template id -> host names
   // Registered hosts (not pending) that no fleet resource declares: id -> name or id.
   std::map<std::string, std::string> undeclared_hosts;
 };
-// Loads the live views of the recorded resources (recorded specs fill the fields that
-// have no live counterpart).
-LiveState load_live(pg::Connection& c,
-                    const std::map<std::pair<std::string, std::string>, Recorded>& recorded);
+LiveState load_live(pg::Connection& c);
 
 // An existing object of the kind with the spec's name that no fleet resource records yet
 // (made through the REST API or seeded): its id, or "".

@@ -24,7 +24,8 @@ using Key = std::pair<std::string, std::string>;
 struct Desired {
   std::string kind;
   std::string name;
-  std::string team;  // owning team's slug (templates, channels)
+  std::string team;         // owning team's slug (templates, channels)
+  std::string object_name;  // the object's own name (templates: name is "team/name")
   json::object spec;
   std::string hash;
   const spec::Origin* origin = nullptr;
@@ -45,22 +46,23 @@ std::vector<Desired> flatten(const spec::SpecSet& set) {
     out.push_back(std::move(d));
   };
   for (auto& t : set.teams) {
-    Desired d{"team", t.name, "", spec::to_json(t), "", &t.origin};
+    Desired d{"team", t.name, "", t.name, spec::to_json(t), "", &t.origin};
     d.team_spec = &t;
     add(std::move(d));
   }
   for (auto& h : set.hosts) {
-    Desired d{"host", h.name, "", spec::to_json(h), "", &h.origin};
+    Desired d{"host", h.name, "", h.name, spec::to_json(h), "", &h.origin};
     d.host = &h;
     add(std::move(d));
   }
   for (auto& t : set.templates) {
-    Desired d{"template", t.name, t.team, spec::to_json(t), "", &t.origin};
+    // Template names are unique per team: the inventory names them "team/name".
+    Desired d{"template", t.team + "/" + t.name, t.team, t.name, spec::to_json(t), "", &t.origin};
     d.tmpl = &t;
     add(std::move(d));
   }
   for (auto& c : set.channels) {
-    Desired d{"channel", c.name, c.team, spec::to_json(c), "", &c.origin};
+    Desired d{"channel", c.name, c.team, c.name, spec::to_json(c), "", &c.origin};
     d.channel = &c;
     add(std::move(d));
   }
@@ -115,13 +117,30 @@ std::vector<spec::FieldChange> leaves(const json::object& from, const json::obje
   return spec::field_changes(from, to);
 }
 
+// recorded comes without specs (load_recorded(c, false)); the specs of the resources that
+// need a field-level comparison are loaded here in one query.
 Plan plan_against(pg::Connection& c, const std::string& apply_set,
-                  const std::vector<Desired>& desired, const std::map<Key, Recorded>& recorded,
+                  const std::vector<Desired>& desired, std::map<Key, Recorded>& recorded,
                   bool prune) {
   check_desired(desired, recorded, apply_set);
   Plan plan;
   plan.apply_set = apply_set;
-  const LiveState live = load_live(c, recorded);
+  const LiveState live = load_live(c);
+  {
+    std::vector<Key> need;
+    std::set<Key> declared_keys;
+    for (auto& d : desired) {
+      declared_keys.insert({d.kind, d.name});
+      auto it = recorded.find({d.kind, d.name});
+      if (it != recorded.end() &&
+          (it->second.spec_hash != d.hash || live.drifted.count(it->second.resource_id)))
+        need.push_back(it->first);
+    }
+    if (prune)
+      for (auto& [key, rec] : recorded)
+        if (rec.apply_set == apply_set && !declared_keys.count(key)) need.push_back(key);
+    load_specs(c, recorded, need);
+  }
   std::set<Key> declared;
   bool hosts_declared = false;
   for (auto& d : desired) {
@@ -130,7 +149,7 @@ Plan plan_against(pg::Connection& c, const std::string& apply_set,
     auto it = recorded.find({d.kind, d.name});
     if (it == recorded.end()) {
       PlanEntry e{"create", d.kind, d.name, "", "", leaves({}, d.spec)};
-      e.resource_id = find_unrecorded(c, d.kind, d.name, d.team);
+      e.resource_id = find_unrecorded(c, d.kind, d.object_name, d.team);
       if (!e.resource_id.empty()) e.message = "adopts the existing " + d.kind + " " + e.resource_id;
       plan.entries.push_back(std::move(e));
       continue;
@@ -138,21 +157,21 @@ Plan plan_against(pg::Connection& c, const std::string& apply_set,
     const Recorded& rec = it->second;
     if (rec.spec_hash != d.hash) {
       plan.entries.push_back(
-          {"update", d.kind, d.name, rec.resource_id, "", leaves(rec.spec, d.spec)});
+          {"update", d.kind, d.name, rec.resource_id, "", leaves(rec.spec(), d.spec)});
       continue;
     }
-    auto view = live.views.find(rec.resource_id);
-    if (view == live.views.end()) {
-      plan.entries.push_back({"drift", d.kind, d.name, rec.resource_id,
-                              d.kind + " was deleted outside the specs", leaves({}, d.spec)});
-      continue;
+    if (auto drift = live.drifted.find(rec.resource_id); drift != live.drifted.end()) {
+      if (!drift->second)
+        plan.entries.push_back({"drift", d.kind, d.name, rec.resource_id,
+                                d.kind + " was deleted outside the specs", leaves({}, d.spec)});
+      else if (auto changes = leaves(rec.spec(), *drift->second); !changes.empty())
+        plan.entries.push_back({"drift", d.kind, d.name, rec.resource_id,
+                                d.kind + " was changed outside the specs", std::move(changes)});
+      if (!drift->second) continue;
     }
-    if (auto changes = leaves(rec.spec, view->second); !changes.empty())
-      plan.entries.push_back({"drift", d.kind, d.name, rec.resource_id,
-                              d.kind + " was changed outside the specs", std::move(changes)});
-    if (d.kind == "host") {
-      auto& h = live.hosts.at(rec.resource_id);
-      if (h.status != "online" && h.status != "pending") {
+    if (auto u = live.unhealthy_hosts.find(rec.resource_id); u != live.unhealthy_hosts.end()) {
+      const HostObservation& h = u->second;
+      {
         PlanEntry e{
             "drift",
             d.kind,
@@ -184,7 +203,7 @@ Plan plan_against(pg::Connection& c, const std::string& apply_set,
     if (rec.apply_set != apply_set || declared.count(key)) continue;
     if (prune)
       plan.entries.push_back(
-          {"delete", rec.kind, rec.name, rec.resource_id, "", leaves(rec.spec, {})});
+          {"delete", rec.kind, rec.name, rec.resource_id, "", leaves(rec.spec(), {})});
     else
       plan.unpruned.push_back(key);
   }
@@ -216,7 +235,8 @@ bool valid_apply_set_name(std::string_view name) {
 Plan compute_plan(pg::Connection& c, const std::string& apply_set, const spec::SpecSet& desired,
                   bool prune) {
   const std::int64_t revision = fleet_revision(c);
-  Plan p = plan_against(c, apply_set, flatten(desired), load_recorded(c), prune);
+  auto recorded = load_recorded(c, false);
+  Plan p = plan_against(c, apply_set, flatten(desired), recorded, prune);
   p.revision = revision;
   return p;
 }
@@ -230,7 +250,7 @@ Plan apply(pg::Connection& tx, const std::string& apply_set, const spec::SpecSet
                        std::to_string(expected_revision) + ", now " + std::to_string(current) +
                        "): another apply ran meanwhile; run wrennctl diff again");
   const std::vector<Desired> desired = flatten(set);
-  const auto recorded = load_recorded(tx);
+  auto recorded = load_recorded(tx, false);
   Plan plan = plan_against(tx, apply_set, desired, recorded, prune);
   plan.revision = current;
   plan.applied = true;
