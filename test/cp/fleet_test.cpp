@@ -459,3 +459,28 @@ TEST_CASE("templates are named team/name in the inventory", "[fleet]") {
   REQUIRE(e);
   CHECK(e->at("action").as_string() == "create");
 }
+
+TEST_CASE("declaring objects that already exist adopts them", "[fleet]") {
+  Fleet f;
+  auto rest = f.cp.create_team("adopted");
+  auto db = f.cp.pool();
+  auto c = db->acquire();
+  const std::string slug(c->exec("SELECT slug FROM teams WHERE id = $1", rest.team_id).text(0, 0));
+  const std::string specs = team_toml(slug) + team_toml("platform", "display_name = \"Platform\"") +
+                            "[[template]]\nname = \"minimal\"\nteam = \"platform\"\nimage = "
+                            "\"busybox\"\n";
+  auto p = f.plan(files_body("s", {{"t.toml", specs}}));
+  REQUIRE(p.status == 200);
+  const json::value pj = p.json();
+  auto* team = entry(pj, "team", slug);
+  REQUIRE(team);
+  CHECK(team->at("resource_id").as_string() == rest.team_id);
+  CHECK(team->at("message").as_string() == "adopts the existing team " + rest.team_id);
+  auto* tmpl = entry(pj, "template", "platform/minimal");
+  REQUIRE(tmpl);
+  CHECK(tmpl->at("resource_id").as_string() == "tmpl-0000000000000000000000000");
+  REQUIRE(f.apply(files_body("s", {{"t.toml", specs}})).status == 200);
+  CHECK(c->exec("SELECT count(*) FROM teams WHERE slug = $1", slug).text(0, 0) == "1");
+  // The adopted team's REST-made key keeps working: apply manages only declared keys.
+  CHECK(f.cp.get("/v1/capsules", rest.api_key).status == 200);
+}

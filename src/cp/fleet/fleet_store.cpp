@@ -208,27 +208,35 @@ LiveState load_live(pg::Connection& c) {
   return live;
 }
 
-std::string find_unrecorded(pg::Connection& c, const std::string& kind, const std::string& name,
-                            const std::string& team_slug) {
+std::map<std::pair<std::string, std::string>, std::string> find_unrecorded(
+    pg::Connection& c, const std::string& kind,
+    const std::vector<std::pair<std::string, std::string>>& wanted) {
+  std::map<std::pair<std::string, std::string>, std::string> out;
+  if (wanted.empty()) return out;
+  std::vector<std::string> teams, names;
+  for (auto& [t, n] : wanted) {
+    teams.push_back(t);
+    names.push_back(n);
+  }
+  const std::string unrecorded =
+      " AND NOT EXISTS (SELECT 1 FROM fleet_resources f WHERE f.resource_id = x.id)";
   pg::Result r;
-  if (kind == "team")
-    r = c.exec("SELECT id FROM teams WHERE slug = $1", name);
-  else if (kind == "host")
-    r = c.exec("SELECT id FROM hosts WHERE name = $1", name);
-  else if (kind == "template")
-    r = c.exec(
-        "SELECT m.id FROM templates m JOIN teams t ON t.id = m.team_id "
-        "WHERE t.slug = $1 AND m.name = $2",
-        team_slug, name);
+  if (kind == "team" || kind == "host")
+    r = c.exec(std::string("SELECT '', x.") + (kind == "team" ? "slug" : "name") + ", x.id FROM " +
+                   (kind == "team" ? "teams x WHERE x.slug" : "hosts x WHERE x.name") +
+                   " = ANY($1::text[])" + unrecorded,
+               store::text_array(names));
   else
-    r = c.exec(
-        "SELECT ch.id FROM channels ch JOIN teams t ON t.id = ch.team_id "
-        "WHERE t.slug = $1 AND ch.name = $2",
-        team_slug, name);
-  if (r.empty()) return {};
-  std::string id(r.text(0, 0));
-  auto f = c.exec("SELECT 1 FROM fleet_resources WHERE resource_id = $1", id);
-  return f.empty() ? id : std::string();
+    r = c.exec(std::string("SELECT t.slug, x.name, x.id FROM ") +
+                   (kind == "template" ? "templates" : "channels") +
+                   " x JOIN teams t ON t.id = x.team_id "
+                   "JOIN unnest($1::text[], $2::text[]) AS w(team, name) "
+                   "ON w.team = t.slug AND w.name = x.name WHERE true" +
+                   unrecorded,
+               store::text_array(teams), store::text_array(names));
+  for (int i = 0; i < r.rows(); ++i)
+    out[{std::string(r.text(i, 0)), std::string(r.text(i, 1))}] = r.text(i, 2);
+  return out;
 }
 
 std::map<std::string, std::string> resolve_secrets(const spec::ChannelSpec& ch) {

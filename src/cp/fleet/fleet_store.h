@@ -74,10 +74,12 @@ struct LiveState {
 };
 LiveState load_live(pg::Connection& c);
 
-// An existing object of the kind with the spec's name that no fleet resource records yet
-// (made through the REST API or seeded): its id, or "".
-std::string find_unrecorded(pg::Connection& c, const std::string& kind, const std::string& name,
-                            const std::string& team_slug = {});
+// Existing objects that no fleet resource records yet (made through the REST API, or
+// seeded), for resources about to be created: (team slug or "", object name) -> id. Team
+// slugs matter for templates and channels, whose names are unique per team.
+std::map<std::pair<std::string, std::string>, std::string> find_unrecorded(
+    pg::Connection& c, const std::string& kind,
+    const std::vector<std::pair<std::string, std::string>>& wanted);
 
 // Secret values of a channel, read from the control plane's environment or files; throws
 // wrenn::Error(kInvalidArgument) naming the secret and its reference when one cannot be read.

@@ -141,6 +141,16 @@ Plan plan_against(pg::Connection& c, const std::string& apply_set,
         if (rec.apply_set == apply_set && !declared_keys.count(key)) need.push_back(key);
     load_specs(c, recorded, need);
   }
+  // Objects the creates adopt, looked up per kind in one query each.
+  std::map<std::string, std::map<Key, std::string>> adopt;
+  {
+    std::map<std::string, std::vector<Key>> wanted;
+    for (auto& d : desired)
+      if (!recorded.count({d.kind, d.name}))
+        wanted[d.kind].push_back(
+            {d.kind == "template" || d.kind == "channel" ? d.team : "", d.object_name});
+    for (auto& [kind, w] : wanted) adopt[kind] = find_unrecorded(c, kind, w);
+  }
   std::set<Key> declared;
   bool hosts_declared = false;
   for (auto& d : desired) {
@@ -149,7 +159,11 @@ Plan plan_against(pg::Connection& c, const std::string& apply_set,
     auto it = recorded.find({d.kind, d.name});
     if (it == recorded.end()) {
       PlanEntry e{"create", d.kind, d.name, "", "", leaves({}, d.spec)};
-      e.resource_id = find_unrecorded(c, d.kind, d.object_name, d.team);
+      auto& found = adopt[d.kind];
+      if (auto a = found.find(
+              {d.kind == "template" || d.kind == "channel" ? d.team : "", d.object_name});
+          a != found.end())
+        e.resource_id = a->second;
       if (!e.resource_id.empty()) e.message = "adopts the existing " + d.kind + " " + e.resource_id;
       plan.entries.push_back(std::move(e));
       continue;
