@@ -379,4 +379,26 @@ boost::json::object CpProcess::host(const std::string& host_id) const {
   return r.json().as_object();
 }
 
+CpAgent CpProcess::start_agent_with_token(const std::string& dir, const std::string& host_id,
+                                          const std::string& token,
+                                          std::vector<std::string> extra_args,
+                                          unsigned heartbeat_interval_s) {
+  std::vector<std::string> args = {
+      "--cp-url",  url(),       "--register",           token,
+      "--address", "127.0.0.1", "--heartbeat-interval", std::to_string(heartbeat_interval_s)};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  CpAgent out;
+  out.agent = std::make_unique<AgentProcess>(dir, args);
+  out.host_id = host_id;
+  const bool online = wait_until([&] {
+    auto h = host(host_id);
+    return h.at("status").as_string() == "online" && h.contains("address") &&
+           fs::exists(dir + "/host-credentials.json");
+  });
+  if (!online)
+    throw std::runtime_error("the agent did not register; agent log:\n" + out.agent->log() +
+                             "\ncontrol plane log:\n" + log());
+  return out;
+}
+
 }  // namespace wrenn::test

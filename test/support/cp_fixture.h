@@ -144,6 +144,11 @@ class CpProcess {
   // saved its credentials.
   CpAgent start_agent(const std::string& dir, std::vector<std::string> extra_args = {},
                       unsigned heartbeat_interval_s = 1);
+  // Same as start_agent, for a host created elsewhere (a declared fleet host): the agent
+  // registers itself with this registration token.
+  CpAgent start_agent_with_token(const std::string& dir, const std::string& host_id,
+                                 const std::string& token, std::vector<std::string> extra_args = {},
+                                 unsigned heartbeat_interval_s = 1);
   // The host's JSON (GET /v1/hosts/{id} with the admin key).
   boost::json::object host(const std::string& host_id) const;
 

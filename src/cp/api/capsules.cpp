@@ -18,6 +18,7 @@
 
 #include "api/api_error.h"
 #include "api/capsule_json.h"
+#include "api/capsule_ops.h"
 #include "api/capsule_routes.h"
 #include "blocking.h"
 #include "crypto/ids.h"
@@ -127,12 +128,6 @@ std::string error_text(std::exception_ptr e) {
   }
 }
 
-// What the agent calls the template: platform templates by name (images/<name> on every
-// host), team templates by their id (names are only unique within a team).
-std::string agent_template_name(const store::Template& t) {
-  return t.platform() ? t.name : t.id;
-}
-
 struct CreatePlan {
   store::Capsule cap;
   bool replay = false;  // the Idempotency-Key named an earlier request's capsule
@@ -189,6 +184,9 @@ CreatePlan begin_create(ServerContext& ctx, const Caller& caller, const std::str
             throw ApiError(ApiCode::kNoHostsAvailable,
                            "the host holding template \"" + plan.tmpl->name + "\" is gone");
           c.host_id = place_on_host(ctx, tx, pr, *plan.tmpl->host_id);
+        } else if (is_fleet_template(*plan.tmpl)) {
+          // Built per host by the fleet reconciler: only where its build is ready.
+          c.host_id = place_fleet_template(ctx, tx, pr, *plan.tmpl);
         } else {
           c.host_id = ctx.scheduler.place(tx, pr);
         }
@@ -222,7 +220,7 @@ store::Capsule finish_create(ServerContext& ctx, const Caller& caller, const Cre
     throw ApiError(ApiCode::kNotFound, "template \"" + cap.template_name + "\" not found");
   agentpb::CreateSandboxRequest areq;
   areq.set_sandbox_id(cap.id);
-  areq.set_template_(agent_template_name(*plan.tmpl));
+  areq.set_template_(store::agent_template_name(*plan.tmpl));
   areq.set_vcpus(static_cast<std::uint32_t>(cap.vcpus));
   areq.set_memory_mb(static_cast<std::uint64_t>(cap.memory_mb));
   areq.set_disk_mb(static_cast<std::uint64_t>(cap.disk_size_mb));
@@ -340,84 +338,97 @@ asio::awaitable<void> get_capsule(ServerContext& ctx, RequestContext& rc) {
   co_await std::move(send);
 }
 
+}  // namespace
+
+// ---- capsule_ops.h ----
+
 // Any status -> stopped, then the sandbox is destroyed on its host. The row changes first:
 // if the host cannot be reached (or the control plane dies), the reconciler destroys the
 // sandbox later because no live row owns it. A stopped capsule is left alone (idempotent).
+void destroy_capsule_blocking(ServerContext& ctx, const Caller& caller, const std::string& team,
+                              const std::string& id) {
+  auto prev = ctx.db.with_transaction([&](pg::Connection& tx) {
+    auto c = store::get_capsule_for_update(tx, team, id);
+    if (!c) throw ApiError(ApiCode::kNotFound, "capsule not found");
+    if (c->status != "stopped") {
+      store::set_status(tx, team, id, {c->status}, "stopped");
+      json::object m;
+      m["previous_status"] = c->status;
+      audit_capsule(tx, caller, "destroy", id, "success", m);
+    }
+    return *c;
+  });
+  if (prev.status == "stopped") return;
+  emit(ctx, "capsule.destroyed", prev, caller);
+  if (!prev.host_id) return;
+  std::shared_ptr<HostClient> client;
+  try {
+    client = host_for(ctx, prev);
+  } catch (const std::exception& e) {
+    log::warn("capsule destroyed while its host is unavailable; the reconciler will finish",
+              {{"capsule", id}, {"error", e.what()}});
+    return;
+  }
+  destroy_quietly(client, id);
+}
+
+// running -> paused. The row is marked first (as upstream: a paused sandbox is never taken
+// for a vanished running one) and put back when the agent fails.
+store::Capsule pause_capsule_blocking(ServerContext& ctx, const Caller& caller,
+                                      const std::string& team, const std::string& id) {
+  auto marked = ctx.db.with_transaction([&](pg::Connection& tx) {
+    auto c = store::set_status(tx, team, id, {"running"}, "paused");
+    if (!c) throw_not_in_status(store::get_capsule(tx, team, id), "running");
+    return *c;
+  });
+  try {
+    agent_call([&] { host_for(ctx, marked)->pause_sandbox(id, kPauseTimeout); });
+  } catch (...) {
+    auto failure = std::current_exception();
+    try {
+      ctx.db.with_transaction([&](pg::Connection& tx) {
+        store::set_status(tx, team, id, {"paused"}, "running");
+        json::object m;
+        m["error"] = error_text(failure);
+        audit_capsule(tx, caller, "pause", id, "error", m);
+      });
+    } catch (const std::exception& e) {
+      log::error("reverting a failed pause failed", {{"capsule", id}, {"error", e.what()}});
+    }
+    std::rethrow_exception(failure);
+  }
+  auto paused = ctx.db.with_transaction([&](pg::Connection& tx) {
+    audit_capsule(tx, caller, "pause", id, "success", {});
+    auto c = store::get_capsule(tx, team, id);
+    if (!c) throw ApiError(ApiCode::kNotFound, "capsule not found");
+    return *c;
+  });
+  emit(ctx, "capsule.paused", paused, caller);
+  return paused;
+}
+
+namespace {
+
 asio::awaitable<void> destroy_capsule(ServerContext& ctx, RequestContext& rc) {
   const std::string team = team_of(rc);
   const std::string id = rc.param("id");
   if (!ids::try_parse_id(ids::Kind::kCapsule, id))
     throw ApiError(ApiCode::kNotFound, "capsule not found");
   const Caller caller = rc.caller();
-  auto task = run_blocking(ctx.workers, [&] {
-    auto prev = ctx.db.with_transaction([&](pg::Connection& tx) {
-      auto c = store::get_capsule_for_update(tx, team, id);
-      if (!c) throw ApiError(ApiCode::kNotFound, "capsule not found");
-      if (c->status != "stopped") {
-        store::set_status(tx, team, id, {c->status}, "stopped");
-        json::object m;
-        m["previous_status"] = c->status;
-        audit_capsule(tx, caller, "destroy", id, "success", m);
-      }
-      return *c;
-    });
-    if (prev.status == "stopped") return;
-    emit(ctx, "capsule.destroyed", prev, caller);
-    if (!prev.host_id) return;
-    std::shared_ptr<HostClient> client;
-    try {
-      client = host_for(ctx, prev);
-    } catch (const std::exception& e) {
-      log::warn("capsule destroyed while its host is unavailable; the reconciler will finish",
-                {{"capsule", id}, {"error", e.what()}});
-      return;
-    }
-    destroy_quietly(client, id);
-  });
+  auto task = run_blocking(ctx.workers, [&] { destroy_capsule_blocking(ctx, caller, team, id); });
   co_await std::move(task);
   auto send = rc.send_empty();
   co_await std::move(send);
 }
 
-// running -> paused. The row is marked first (as upstream: a paused sandbox is never taken
-// for a vanished running one) and put back when the agent fails.
 asio::awaitable<void> pause_capsule(ServerContext& ctx, RequestContext& rc) {
   const std::string team = team_of(rc);
   const std::string id = rc.param("id");
   if (!ids::try_parse_id(ids::Kind::kCapsule, id))
     throw ApiError(ApiCode::kNotFound, "capsule not found");
   const Caller caller = rc.caller();
-  auto task = run_blocking(ctx.workers, [&] {
-    auto marked = ctx.db.with_transaction([&](pg::Connection& tx) {
-      auto c = store::set_status(tx, team, id, {"running"}, "paused");
-      if (!c) throw_not_in_status(store::get_capsule(tx, team, id), "running");
-      return *c;
-    });
-    try {
-      agent_call([&] { host_for(ctx, marked)->pause_sandbox(id, kPauseTimeout); });
-    } catch (...) {
-      auto failure = std::current_exception();
-      try {
-        ctx.db.with_transaction([&](pg::Connection& tx) {
-          store::set_status(tx, team, id, {"paused"}, "running");
-          json::object m;
-          m["error"] = error_text(failure);
-          audit_capsule(tx, caller, "pause", id, "error", m);
-        });
-      } catch (const std::exception& e) {
-        log::error("reverting a failed pause failed", {{"capsule", id}, {"error", e.what()}});
-      }
-      std::rethrow_exception(failure);
-    }
-    auto paused = ctx.db.with_transaction([&](pg::Connection& tx) {
-      audit_capsule(tx, caller, "pause", id, "success", {});
-      auto c = store::get_capsule(tx, team, id);
-      if (!c) throw ApiError(ApiCode::kNotFound, "capsule not found");
-      return *c;
-    });
-    emit(ctx, "capsule.paused", paused, caller);
-    return paused;
-  });
+  auto task =
+      run_blocking(ctx.workers, [&] { return pause_capsule_blocking(ctx, caller, team, id); });
   store::Capsule c = co_await std::move(task);
   auto send = rc.send_json(bhttp::status::ok, capsule_json(c));
   co_await std::move(send);

@@ -1,9 +1,11 @@
 #include "hosts/host_monitor.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
 #include "error.h"
+#include "fleet/reconciler.h"
 #include "log.h"
 #include "store/audit.h"
 #include "store/hosts.h"
@@ -153,8 +155,12 @@ ReconcileResult reconcile_host(pg::Pool& db, HostClient& client, const std::stri
                        .count();
   for (const auto& s : listed) {
     if (owned.count(s.sandbox_id())) continue;
-    // Unknown age (0) or younger than the grace: possibly a create in flight.
-    if (s.created_at_unix() <= 0 || now - s.created_at_unix() < orphan_grace.count()) continue;
+    // Unknown age (0) or younger than the grace: possibly a create in flight. The fleet
+    // reconciler's template builds have no capsule row and get longer.
+    const auto grace = s.metadata().count(fleet::kBuildSandboxMetadataKey)
+                           ? std::max(orphan_grace, fleet::kBuildSandboxGrace)
+                           : orphan_grace;
+    if (s.created_at_unix() <= 0 || now - s.created_at_unix() < grace.count()) continue;
     try {
       client.destroy_sandbox(s.sandbox_id(), kDestroyTimeout);
       out.destroyed.push_back(s.sandbox_id());

@@ -14,16 +14,27 @@
 // host). Errors: ApiError no_hosts_available "no online hosts" when none is eligible, "no
 // host has room for N vCPUs, M MiB" (+ ", D MiB of disk" when disk is what is short).
 //
+// Fleet state (sql/0003_fleet.sql): only hosts whose state is 'active' are eligible
+// (cordoned and draining hosts get no new sandboxes; no_hosts_available says so when that
+// is why none is eligible). hosts.capacity_override replaces the detected cpu_cores
+// ("vcpus"), memory_mb and disk_gb, and "max_sandboxes" caps the sandbox count.
+//
+// Fleet templates (templates.metadata has key "fleet"): built per host by the reconciler
+// (fleet/reconciler.h), so placed only on hosts where template_builds.state is 'ready'
+// (place_fleet_template); no_hosts_available names the template when none has it.
+//
 // Pinned placement (place_on_host): a snapshot template's files exist only on the host it
 // was taken on, so capsules from it go there or nowhere: the same limits and capacity
 // checks restricted to that host; no_hosts_available "host H holding the template is not
 // online" when it is not eligible (offline, unreachable, or not one the team may use).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "server_context.h"
+#include "store/templates.h"
 
 namespace wrenn::cp {
 
@@ -39,6 +50,8 @@ struct HostLoad {
   double vcpus_total = 0, vcpus_used = 0;
   double memory_total = 0, memory_used = 0;
   double disk_total = 0, disk_used = 0;  // disk_total 0: not constrained
+  std::int64_t sandboxes = 0;            // sandboxes holding resources on it
+  std::int64_t max_sandboxes = -1;       // capacity_override.max_sandboxes; -1: no cap
 };
 
 class LeastLoadedScheduler : public Scheduler {
@@ -58,5 +71,12 @@ class LeastLoadedScheduler : public Scheduler {
 // transaction like place(); runs ctx.hooks.check_limits first.
 std::string place_on_host(const ServerContext& ctx, pg::Connection& tx, const PlacementRequest& req,
                           const std::string& host_id);
+
+// True when the template was declared in a fleet spec (metadata key "fleet").
+bool is_fleet_template(const store::Template& t);
+// Scheduler::place restricted to the hosts where the fleet template is built ('ready');
+// runs ctx.hooks.check_limits first.
+std::string place_fleet_template(const ServerContext& ctx, pg::Connection& tx,
+                                 const PlacementRequest& req, const store::Template& t);
 
 }  // namespace wrenn::cp

@@ -40,6 +40,10 @@ bool Template::platform() const {
   return team_id == kPlatformTeamId;
 }
 
+std::string agent_template_name(const Template& t) {
+  return t.platform() ? t.name : t.id;
+}
+
 std::optional<Template> find_template(pg::Connection& c, std::string_view team_id,
                                       std::string_view name) {
   static const std::string q = "SELECT " + columns() +

@@ -39,6 +39,10 @@ struct Template {
   bool platform() const;
 };
 
+// What the agent calls the template (images/<name> on a host): platform templates by name
+// (the same on every host), team templates by their id (names are only unique per team).
+std::string agent_template_name(const Template& t);
+
 // By name, visible to the team: its own or the platform's (the team's own wins).
 std::optional<Template> find_template(pg::Connection& c, std::string_view team_id,
                                       std::string_view name);
