@@ -371,6 +371,22 @@ TEST_CASE("bad specs and bad requests get clear errors", "[fleet]") {
   INFO(no_secret.body);
   CHECK(no_secret.error_message().find("FLEET_TEST_UNSET, which is not set") != std::string::npos);
 
+  // A channel can never name the control plane's own secrets, nor a non-file.
+  auto channel_with = [&](const std::string& secret) {
+    return f.plan(
+        files_body("x", {{"c.toml", team_toml("t") +
+                                        "[[channel]]\nname = \"c\"\nteam = \"t\"\nprovider = "
+                                        "\"webhook\"\ntarget = \"https://h.example.com/\"\n"
+                                        "secrets = { signing_key = " +
+                                        secret + " }\nevents = [\"host.up\"]\n"}}));
+  };
+  auto jwt = channel_with("{ env = \"JWT_SECRET\" }");
+  CHECK(jwt.status == 400);
+  CHECK(jwt.error_message().find("one of the control plane's own secrets") != std::string::npos);
+  auto dir = channel_with("{ file = \"/etc\" }");
+  CHECK(dir.status == 400);
+  CHECK(dir.error_message().find("not a regular file") != std::string::npos);
+
   CHECK(
       f.cp.post("/v1/fleet/plan", "{\"apply_set\":\"Bad Name\",\"files\":[]}", f.cp.admin_api_key())
           .status == 400);

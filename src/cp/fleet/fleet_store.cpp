@@ -1,6 +1,7 @@
 #include "fleet/fleet_store.h"
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -239,29 +240,53 @@ std::map<std::pair<std::string, std::string>, std::string> find_unrecorded(
   return out;
 }
 
+namespace {
+
+// The control plane's own secrets: a channel must never be able to name them, or an
+// admin's spec could ship them to a webhook.
+const std::set<std::string> kProtectedEnv = {"JWT_SECRET",   "WRENN_ENCRYPTION_KEY", "WRENN_CA_KEY",
+                                             "DATABASE_URL", "PGPASSWORD",           "PGPASSFILE"};
+constexpr std::uintmax_t kMaxSecretFile = 64 * 1024;
+
+}  // namespace
+
 std::map<std::string, std::string> resolve_secrets(const spec::ChannelSpec& ch) {
   std::map<std::string, std::string> out;
   for (auto& [name, ref] : ch.secrets) {
     const std::string what = "channel \"" + ch.name + "\" secret \"" + name + "\"";
     if (!ref.env.empty()) {
+      if (kProtectedEnv.count(ref.env))
+        throw Error(Code::kInvalidArgument, what + " names " + ref.env +
+                                                ", one of the control plane's own secrets; "
+                                                "give the channel a variable of its own");
       const char* v = std::getenv(ref.env.c_str());
       if (!v || !*v)
         throw Error(Code::kInvalidArgument, what + " names the environment variable " + ref.env +
                                                 ", which is not set on the control plane");
       out[name] = v;
-    } else {
-      std::ifstream in(ref.file, std::ios::binary);
-      if (!in)
-        throw Error(Code::kInvalidArgument,
-                    what + " names the file " + ref.file + ", which the control plane cannot read");
-      std::ostringstream ss;
-      ss << in.rdbuf();
-      std::string v = ss.str();
-      while (!v.empty() && (v.back() == '\n' || v.back() == '\r')) v.pop_back();
-      if (v.empty())
-        throw Error(Code::kInvalidArgument, what + ": the file " + ref.file + " is empty");
-      out[name] = std::move(v);
+      continue;
     }
+    std::error_code ec;
+    const auto st = std::filesystem::status(ref.file, ec);
+    if (ec || !std::filesystem::is_regular_file(st))
+      throw Error(Code::kInvalidArgument, what + " names the file " + ref.file +
+                                              ", which is not a regular file the control plane "
+                                              "can read");
+    if (std::filesystem::file_size(ref.file, ec) > kMaxSecretFile || ec)
+      throw Error(Code::kInvalidArgument, what + ": the file " + ref.file +
+                                              " is larger than 64 KiB; a secret file holds one "
+                                              "secret");
+    std::ifstream in(ref.file, std::ios::binary);
+    if (!in)
+      throw Error(Code::kInvalidArgument,
+                  what + " names the file " + ref.file + ", which the control plane cannot read");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    std::string v = ss.str();
+    while (!v.empty() && (v.back() == '\n' || v.back() == '\r')) v.pop_back();
+    if (v.empty())
+      throw Error(Code::kInvalidArgument, what + ": the file " + ref.file + " is empty");
+    out[name] = std::move(v);
   }
   return out;
 }
