@@ -500,3 +500,26 @@ TEST_CASE("declaring objects that already exist adopts them", "[fleet]") {
   // The adopted team's REST-made key keeps working: apply manages only declared keys.
   CHECK(f.cp.get("/v1/capsules", rest.api_key).status == 200);
 }
+
+TEST_CASE("a registered host keeps its agent's address and the difference is explained",
+          "[fleet]") {
+  Fleet f;
+  const std::string specs = "[[host]]\nname = \"h1\"\naddress = \"10.1.0.1:7443\"\n";
+  REQUIRE(f.apply(files_body("s", {{"h.toml", specs}})).status == 200);
+  auto db = f.cp.pool();
+  auto c = db->acquire();
+  // As if its agent registered from another address.
+  c->exec("UPDATE hosts SET status = 'online', address = '10.1.0.2:7443' WHERE name = 'h1'");
+  auto p = f.plan(files_body("s", {{"h.toml", specs}}));
+  const json::value pj = p.json();
+  auto* e = entry(pj, "host", "h1");
+  REQUIRE(e);
+  CHECK(e->at("action").as_string() == "drift");
+  CHECK(!e->at("actionable").as_bool());
+  CHECK(e->at("message").as_string().find("register the agent with --address 10.1.0.1:7443") !=
+        std::string::npos);
+  auto a = f.apply(files_body("s", {{"h.toml", specs}}));
+  REQUIRE(a.status == 200);
+  CHECK(a.json().at("actionable").as_int64() == 0);
+  CHECK(c->exec("SELECT address FROM hosts WHERE name = 'h1'").text(0, 0) == "10.1.0.2:7443");
+}

@@ -194,6 +194,10 @@ LiveState load_live(pg::Connection& c) {
   for (int i = 0; i < h.rows(); ++i)
     live.unhealthy_hosts[std::string(h.text(i, 0))] = {std::string(h.text(i, 1)),
                                                        std::string(h.text(i, 2))};
+  auto reg = c.exec(
+      "SELECT h.id FROM fleet_resources f JOIN hosts h ON h.id = f.resource_id "
+      "WHERE f.kind = 'host' AND h.status <> 'pending'");
+  for (int i = 0; i < reg.rows(); ++i) live.registered_hosts.emplace(reg.text(i, 0));
   auto m = c.exec(
       "SELECT b.template_id, coalesce(h.name, h.id) FROM fleet_resources f "
       "JOIN template_builds b ON b.template_id = f.resource_id "
@@ -380,7 +384,8 @@ std::string write_host(pg::Connection& tx, const spec::HostSpec& h, const std::s
           id, h.name, h.address, labels, h.state, h.runtime, cap);
     } else {
       tx.exec(
-          "UPDATE hosts SET name = $2, address = $3, labels = $4::jsonb, state = $5, "
+          "UPDATE hosts SET name = $2, address = CASE WHEN status = 'pending' THEN $3 ELSE address "
+          "END, labels = $4::jsonb, state = $5, "
           "runtime_preference = $6, capacity_override = $7::jsonb WHERE id = $1",
           id, h.name, h.address, labels, h.state, h.runtime, cap);
     }

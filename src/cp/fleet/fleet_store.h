@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,7 @@ struct LiveState {
   // and no per-resource work here.
   std::map<std::string, std::optional<boost::json::object>> drifted;
   std::map<std::string, HostObservation> unhealthy_hosts;  // declared, neither online nor pending
+  std::set<std::string> registered_hosts;  // declared hosts an agent registered as (not pending)
   std::map<std::string, std::vector<std::string>> missing_images;  // template id -> host names
   // Registered hosts (not pending) that no fleet resource declares: id -> name or id.
   std::map<std::string, std::string> undeclared_hosts;
@@ -91,6 +93,8 @@ struct WriteContext {
 };
 
 std::string write_team(pg::Connection& tx, const spec::TeamSpec& t, const std::string& id);
+// A registered host keeps the address its agent registered with (the control plane reaches
+// the agent there); the declared address applies until then.
 std::string write_host(pg::Connection& tx, const spec::HostSpec& h, const std::string& id);
 std::string write_template(pg::Connection& tx, const spec::TemplateSpec& t, const std::string& id);
 std::string write_channel(pg::Connection& tx, const WriteContext& wc, const spec::ChannelSpec& ch,

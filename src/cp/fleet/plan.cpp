@@ -117,6 +117,28 @@ std::vector<spec::FieldChange> leaves(const json::object& from, const json::obje
   return spec::field_changes(from, to);
 }
 
+// A field drift. A registered host's address is the one its agent registered with, which
+// apply does not overwrite: when it is all that differs, the entry is not actionable and
+// says what to change.
+PlanEntry drift_entry(const Desired& d, const Recorded& rec, const LiveState& live,
+                      std::vector<spec::FieldChange> changes) {
+  PlanEntry e{
+      "drift",           d.kind, d.name, rec.resource_id, d.kind + " was changed outside the specs",
+      std::move(changes)};
+  if (d.kind != "host" || !live.registered_hosts.count(rec.resource_id)) return e;
+  auto addr =
+      std::find_if(e.fields.begin(), e.fields.end(), [](auto& f) { return f.path == "address"; });
+  if (addr == e.fields.end()) return e;
+  const std::string declared =
+      addr->old_value.is_string() ? std::string(addr->old_value.as_string()) : "";
+  const std::string registered =
+      addr->new_value.is_string() ? std::string(addr->new_value.as_string()) : "";
+  e.message = "the agent registered at " + registered + " but the spec declares " + declared +
+              ": change the spec, or register the agent with --address " + declared;
+  if (e.fields.size() == 1) e.actionable = false;
+  return e;
+}
+
 // recorded comes without specs (load_recorded(c, false)); the specs of the resources that
 // need a field-level comparison are loaded here in one query.
 Plan plan_against(pg::Connection& c, const std::string& apply_set,
@@ -179,8 +201,7 @@ Plan plan_against(pg::Connection& c, const std::string& apply_set,
         plan.entries.push_back({"drift", d.kind, d.name, rec.resource_id,
                                 d.kind + " was deleted outside the specs", leaves({}, d.spec)});
       else if (auto changes = leaves(rec.spec(), *drift->second); !changes.empty())
-        plan.entries.push_back({"drift", d.kind, d.name, rec.resource_id,
-                                d.kind + " was changed outside the specs", std::move(changes)});
+        plan.entries.push_back(drift_entry(d, rec, live, std::move(changes)));
       if (!drift->second) continue;
     }
     if (auto u = live.unhealthy_hosts.find(rec.resource_id); u != live.unhealthy_hosts.end()) {
