@@ -139,6 +139,11 @@ PlanEntry drift_entry(const Desired& d, const Recorded& rec, const LiveState& li
   return e;
 }
 
+// How find_unrecorded() names an object: templates and channels by (team, name).
+Key adopt_key(const Desired& d) {
+  return {d.kind == "template" || d.kind == "channel" ? d.team : "", d.object_name};
+}
+
 // recorded comes without specs (load_recorded(c, false)); the specs of the resources that
 // need a field-level comparison are loaded here in one query.
 Plan plan_against(pg::Connection& c, const std::string& apply_set,
@@ -168,9 +173,7 @@ Plan plan_against(pg::Connection& c, const std::string& apply_set,
   {
     std::map<std::string, std::vector<Key>> wanted;
     for (auto& d : desired)
-      if (!recorded.count({d.kind, d.name}))
-        wanted[d.kind].push_back(
-            {d.kind == "template" || d.kind == "channel" ? d.team : "", d.object_name});
+      if (!recorded.count({d.kind, d.name})) wanted[d.kind].push_back(adopt_key(d));
     for (auto& [kind, w] : wanted) adopt[kind] = find_unrecorded(c, kind, w);
   }
   std::set<Key> declared;
@@ -182,10 +185,7 @@ Plan plan_against(pg::Connection& c, const std::string& apply_set,
     if (it == recorded.end()) {
       PlanEntry e{"create", d.kind, d.name, "", "", leaves({}, d.spec)};
       auto& found = adopt[d.kind];
-      if (auto a = found.find(
-              {d.kind == "template" || d.kind == "channel" ? d.team : "", d.object_name});
-          a != found.end())
-        e.resource_id = a->second;
+      if (auto a = found.find(adopt_key(d)); a != found.end()) e.resource_id = a->second;
       if (!e.resource_id.empty()) e.message = "adopts the existing " + d.kind + " " + e.resource_id;
       plan.entries.push_back(std::move(e));
       continue;
@@ -206,19 +206,11 @@ Plan plan_against(pg::Connection& c, const std::string& apply_set,
     }
     if (auto u = live.unhealthy_hosts.find(rec.resource_id); u != live.unhealthy_hosts.end()) {
       const HostObservation& h = u->second;
-      {
-        PlanEntry e{
-            "drift",
-            d.kind,
-            d.name,
-            rec.resource_id,
-            "host is " + h.status +
-                (h.last_heartbeat_at.empty() ? std::string()
-                                             : " (last heartbeat " + h.last_heartbeat_at + ")"),
-            {}};
-        e.actionable = false;
-        plan.entries.push_back(std::move(e));
-      }
+      std::string message = "host is " + h.status;
+      if (!h.last_heartbeat_at.empty()) message += " (last heartbeat " + h.last_heartbeat_at + ")";
+      PlanEntry e{"drift", d.kind, d.name, rec.resource_id, std::move(message), {}};
+      e.actionable = false;
+      plan.entries.push_back(std::move(e));
     }
     if (auto m = live.missing_images.find(rec.resource_id); m != live.missing_images.end()) {
       std::string hosts;
