@@ -353,24 +353,7 @@ RegisteredHost CpProcess::register_agent(AgentProcess& agent, const std::string&
 CpAgent CpProcess::start_agent(const std::string& dir, std::vector<std::string> extra_args,
                                unsigned heartbeat_interval_s) {
   auto [host_id, token] = create_host();
-  std::vector<std::string> args = {
-      "--cp-url",  url(),       "--register",           token,
-      "--address", "127.0.0.1", "--heartbeat-interval", std::to_string(heartbeat_interval_s)};
-  args.insert(args.end(), extra_args.begin(), extra_args.end());
-  CpAgent out;
-  out.agent = std::make_unique<AgentProcess>(dir, args);
-  out.host_id = host_id;
-  // Online once the control plane answered; the credentials (renamed into place) once the
-  // agent has the answer too.
-  const bool online = wait_until([&] {
-    auto h = host(host_id);
-    return h.at("status").as_string() == "online" && h.contains("address") &&
-           fs::exists(dir + "/host-credentials.json");
-  });
-  if (!online)
-    throw std::runtime_error("the agent did not register; agent log:\n" + out.agent->log() +
-                             "\ncontrol plane log:\n" + log());
-  return out;
+  return start_agent_with_token(dir, host_id, token, std::move(extra_args), heartbeat_interval_s);
 }
 
 boost::json::object CpProcess::host(const std::string& host_id) const {
@@ -390,6 +373,8 @@ CpAgent CpProcess::start_agent_with_token(const std::string& dir, const std::str
   CpAgent out;
   out.agent = std::make_unique<AgentProcess>(dir, args);
   out.host_id = host_id;
+  // Online once the control plane answered; the credentials (renamed into place) once the
+  // agent has the answer too.
   const bool online = wait_until([&] {
     auto h = host(host_id);
     return h.at("status").as_string() == "online" && h.contains("address") &&
