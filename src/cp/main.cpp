@@ -7,6 +7,7 @@
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "error.h"
 #include "log.h"
@@ -52,6 +53,20 @@ Options (each also settable by the environment variable named):
                         default 1)
   --log-level LEVEL     debug, info (default), warn, error (LOG_LEVEL)
 
+Notification channels:
+  --allow-private-targets  let channels deliver to loopback and private networks, for
+                        receivers on the same machine or network (WRENN_ALLOW_PRIVATE_TARGETS=1;
+                        the cloud metadata address stays refused)
+  --no-dispatch         this replica serves the API but delivers no events (WRENN_CP_DISPATCH=0)
+  --delivery-threads N  deliveries sent at once by this replica (WRENN_CP_DELIVERY_THREADS,
+                        default 16)
+  --retry-delays S,S    seconds before the second and third attempt of a failed delivery
+                        (WRENN_CP_RETRY_DELAYS, default 10,30); after the last it is dropped
+  --telegram-api-url URL  Telegram Bot API server (WRENN_TELEGRAM_API_URL, default
+                        https://api.telegram.org)
+  --channel-ca-file F   PEM bundle trusted for channel HTTPS besides the system's
+                        (WRENN_CHANNEL_CA_FILE)
+
 Secrets come from the environment only (never from flags, which other users can see):
   JWT_SECRET            HS256 key of user and host tokens, at least 32 characters. Unset:
                         generated once and kept in the database (shared by all replicas).
@@ -95,6 +110,27 @@ double real(const std::string& what, const std::string& v) {
   } catch (const std::exception&) {
   }
   usage_error(what + " wants a positive number, got \"" + v + "\"");
+}
+
+bool flag(const std::string& what, const std::string& v) {
+  if (v == "1" || v == "true" || v == "yes") return true;
+  if (v == "0" || v == "false" || v == "no") return false;
+  usage_error(what + " wants 1 or 0, got \"" + v + "\"");
+}
+
+// "10,30" -> {10 s, 30 s}; decimals allowed ("0.5,1").
+std::vector<std::chrono::milliseconds> delays(const std::string& what, const std::string& v) {
+  std::vector<std::chrono::milliseconds> out;
+  std::size_t start = 0;
+  while (start <= v.size()) {
+    const auto comma = v.find(',', start);
+    const std::string part = v.substr(start, comma == std::string::npos ? comma : comma - start);
+    out.emplace_back(static_cast<std::int64_t>(real(what, part) * 1000));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (out.size() > 10) usage_error(what + " takes at most 10 delays");
+  return out;
 }
 
 void set_log_level(const std::string& l) {
@@ -148,6 +184,16 @@ int main(int argc, char** argv) {
     cfg.vcpu_overcommit = real("WRENN_CP_VCPU_OVERCOMMIT", v);
   if (auto v = env("WRENN_CP_MEMORY_OVERCOMMIT"); !v.empty())
     cfg.memory_overcommit = real("WRENN_CP_MEMORY_OVERCOMMIT", v);
+  if (auto v = env("WRENN_ALLOW_PRIVATE_TARGETS"); !v.empty())
+    cfg.allow_private_targets = flag("WRENN_ALLOW_PRIVATE_TARGETS", v);
+  if (auto v = env("WRENN_CP_DISPATCH"); !v.empty())
+    cfg.dispatch_events = flag("WRENN_CP_DISPATCH", v);
+  if (auto v = env("WRENN_CP_DELIVERY_THREADS"); !v.empty())
+    cfg.delivery_threads = static_cast<unsigned>(number("WRENN_CP_DELIVERY_THREADS", v, 1, 256));
+  if (auto v = env("WRENN_CP_RETRY_DELAYS"); !v.empty())
+    cfg.retry_delays = delays("WRENN_CP_RETRY_DELAYS", v);
+  if (auto v = env("WRENN_TELEGRAM_API_URL"); !v.empty()) cfg.telegram_api_url = v;
+  cfg.channel_ca_file = env("WRENN_CHANNEL_CA_FILE");
   set_log_level(env("LOG_LEVEL"));
 
   std::string command = "serve";
@@ -192,6 +238,18 @@ int main(int argc, char** argv) {
       cfg.vcpu_overcommit = real(a, value());
     } else if (a == "--memory-overcommit") {
       cfg.memory_overcommit = real(a, value());
+    } else if (a == "--allow-private-targets") {
+      cfg.allow_private_targets = true;
+    } else if (a == "--no-dispatch") {
+      cfg.dispatch_events = false;
+    } else if (a == "--delivery-threads") {
+      cfg.delivery_threads = static_cast<unsigned>(number(a, value(), 1, 256));
+    } else if (a == "--retry-delays") {
+      cfg.retry_delays = delays(a, value());
+    } else if (a == "--telegram-api-url") {
+      cfg.telegram_api_url = value();
+    } else if (a == "--channel-ca-file") {
+      cfg.channel_ca_file = value();
     } else if (a == "--log-level") {
       set_log_level(value());
     } else {

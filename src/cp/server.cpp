@@ -12,17 +12,20 @@
 #include <thread>
 
 #include "api/capsule_routes.h"
-#include "api/port_proxy.h"
 #include "api/host_routes.h"
+#include "api/port_proxy.h"
 #include "api/system_routes.h"
 #include "auth/authenticator.h"
 #include "auth/bootstrap.h"
 #include "auth/host_ca.h"
 #include "error.h"
-#include "hosts/host_directory.h"
+#include "events/channel_routes.h"
+#include "events/dispatcher.h"
+#include "events/live_stream.h"
 #include "fleet/fleet_routes.h"
 #include "fleet/reconciler.h"
 #include "fleet/team_limits.h"
+#include "hosts/host_directory.h"
 #include "hosts/host_monitor.h"
 #include "http/server.h"
 #include "log.h"
@@ -168,6 +171,9 @@ struct ControlPlane::Impl {
   std::unique_ptr<HostMonitor> monitor;
   std::unique_ptr<fleet::Reconciler> reconciler;
   std::jthread reconciler_thread;
+  std::unique_ptr<events::LiveHub> live_hub;
+  std::unique_ptr<events::Dispatcher> dispatcher;
+  std::jthread dispatcher_thread;
   std::vector<std::jthread> ext_threads;
   bool started = false;
   bool stopping = false;
@@ -239,6 +245,9 @@ void ControlPlane::start() {
   register_host_routes(*m.ctx, m.secrets);
   register_capsule_routes(*m.ctx);
   register_fleet_routes(*m.ctx, m.secrets);
+  register_channel_routes(*m.ctx, m.secrets);
+  m.live_hub = std::make_unique<events::LiveHub>(conninfo);
+  events::register_event_stream_route(*m.ctx, *m.live_hub);
   for (const auto& e : m.extensions) e->register_routes(*m.ctx);
 
   Router* router = m.router.get();
@@ -255,6 +264,17 @@ void ControlPlane::start() {
 
   m.monitor = std::make_unique<HostMonitor>(*m.db, *m.hosts, m.hooks, m.config);
   m.monitor->start();
+  m.live_hub->start();
+  if (cfg.dispatch_events) {
+    m.dispatcher = std::make_unique<events::Dispatcher>(*m.ctx, m.secrets.encryption_key);
+    m.dispatcher_thread = std::jthread([d = m.dispatcher.get()](std::stop_token st) {
+      try {
+        d->run(st);
+      } catch (const std::exception& ex) {
+        log::error("event dispatcher failed", {{"error", ex.what()}});
+      }
+    });
+  }
   m.reconciler = std::make_unique<fleet::Reconciler>(*m.ctx);
   m.reconciler_thread = std::jthread([r = m.reconciler.get()](std::stop_token st) {
     try {
@@ -314,8 +334,14 @@ void ControlPlane::Impl::finish_shutdown() {
   if (monitor) monitor->stop();
   if (reconciler_thread.joinable()) {
     reconciler_thread.request_stop();
+    dispatcher_thread.request_stop();
     reconciler_thread.join();
   }
+  if (dispatcher_thread.joinable()) {
+    dispatcher_thread.request_stop();
+    dispatcher_thread.join();
+  }
+  if (live_hub) live_hub->stop();
   for (auto& t : ext_threads) t.request_stop();
   for (auto& t : ext_threads)
     if (t.joinable()) t.join();

@@ -25,9 +25,9 @@ struct CpConfig {
   std::string listen = ":8000";              // WRENN_CP_LISTEN_ADDR
   std::string wrenn_dir = "/var/lib/wrenn";  // WRENN_DIR
   std::string database_url;                  // DATABASE_URL; empty: embedded PostgreSQL
-  std::string jwt_secret;         // JWT_SECRET (>= 32 chars); empty: generated once, kept in the DB
-  std::string encryption_key;     // WRENN_ENCRYPTION_KEY (64 hex or base64 of 32 bytes); empty:
-                                  // generated once, kept in the DB (see server.h)
+  std::string jwt_secret;      // JWT_SECRET (>= 32 chars); empty: generated once, kept in the DB
+  std::string encryption_key;  // WRENN_ENCRYPTION_KEY (64 hex or base64 of 32 bytes); empty:
+                               // generated once, kept in the DB (see server.h)
   // WRENN_CA_CERT / WRENN_CA_KEY (PEM text): the host CA to use instead of the one
   // generated on first start and kept in the database (auth/host_ca.h).
   std::string ca_cert_pem;
@@ -52,6 +52,18 @@ struct CpConfig {
   double vcpu_overcommit = 16.0;
   double memory_overcommit = 1.0;
   double disk_overcommit = 1.0;
+  // Notification channels (events/): channel URLs may point at loopback and private
+  // networks only when allowed (WRENN_ALLOW_PRIVATE_TARGETS; the metadata address never);
+  // the Telegram Bot API base (WRENN_TELEGRAM_API_URL, a self-hosted Bot API server); an
+  // extra CA bundle for channel TLS (WRENN_CHANNEL_CA_FILE); whether this replica delivers
+  // events (--no-dispatch: API-only replicas), on how many threads, and the retry delays.
+  bool allow_private_targets = false;
+  std::string telegram_api_url = "https://api.telegram.org";
+  std::string channel_ca_file;
+  bool dispatch_events = true;
+  unsigned delivery_threads = 16;
+  std::vector<std::chrono::milliseconds> retry_delays{std::chrono::seconds(10),
+                                                      std::chrono::seconds(30)};
 };
 
 // The registered hosts and a client for each.

@@ -597,7 +597,7 @@ ChannelSpec read_channel(Ctx& c, const toml::table& t) {
   ChannelSpec s;
   s.origin.at = c.pos(t.source());
   Reader r(c, t, s.origin, "channel", "",
-           {"name", "team", "provider", "target", "secrets", "events"});
+           {"name", "team", "provider", "target", "secrets", "events", "homeserver"});
   s.name = read_name(r, "channel", is_slug, kSlugRule);
   if (auto v = r.str("team", true)) s.team = *v;
   if (auto v = r.str("provider", true); v && r.check_enum("provider", *v, kProviders))
@@ -628,6 +628,18 @@ ChannelSpec read_channel(Ctx& c, const toml::table& t) {
                              " webhook URLs carry their credential: put the URL in "
                              "secrets.webhook_url = { env = \"NAME\" } instead of \"target\"");
   }
+
+  if (auto hs = r.str("homeserver")) {
+    if (!s.provider.empty() && s.provider != "matrix")
+      r.error_at("homeserver", "\"homeserver\" is only for matrix channels, not " + qt(s.provider));
+    else if (!has_scheme(*hs, "https://") && !has_scheme(*hs, "http://"))
+      r.error_at("homeserver", "matrix homeserver " + qt(*hs) + " must be an http(s) URL");
+    else
+      s.homeserver = *hs;
+    while (!s.homeserver.empty() && s.homeserver.back() == '/') s.homeserver.pop_back();
+  }
+  if (s.provider == "matrix" && s.homeserver.empty())
+    s.homeserver = default_matrix_homeserver(s.target);
 
   if (const toml::table* st = r.table("secrets")) {
     for (auto&& [k, v] : *st) {
@@ -1036,8 +1048,16 @@ json::object to_json(const ChannelSpec& c) {
         ref.env.empty() ? json::object{{"file", ref.file}} : json::object{{"env", ref.env}};
   json::array events;
   for (auto& e : c.events) events.push_back(json::value(e));
-  return {{"events", events},   {"name", c.name},     {"provider", c.provider},
-          {"secrets", secrets}, {"target", c.target}, {"team", c.team}};
+  json::object o{{"events", events},   {"name", c.name},     {"provider", c.provider},
+                 {"secrets", secrets}, {"target", c.target}, {"team", c.team}};
+  if (c.provider == "matrix") o["homeserver"] = c.homeserver;
+  return o;
+}
+
+std::string default_matrix_homeserver(std::string_view room) {
+  const auto colon = room.find(':');
+  if (colon == std::string_view::npos || colon + 1 >= room.size()) return {};
+  return "https://" + std::string(room.substr(colon + 1));
 }
 
 std::string canonical_json(const json::value& v) {

@@ -166,8 +166,15 @@ struct ChannelSpec {
   std::string target;    // provider-specific, never a credential
   std::map<std::string, SecretRef> secrets;
   std::vector<std::string> events;
+  // matrix only: the homeserver's http(s) URL, without a trailing "/"; default
+  // default_matrix_homeserver(target). Empty for the other providers.
+  std::string homeserver;
   Origin origin;
 };
+
+// "https://<server part of the room>" ("!abc:example.org" -> "https://example.org"); "" when
+// the room has no server part.
+std::string default_matrix_homeserver(std::string_view room);
 
 struct SpecSet {
   std::vector<HostSpec> hosts;
@@ -189,6 +196,7 @@ ParseResult load_spec_dir(const std::filesystem::path& dir);
 boost::json::object to_json(const HostSpec&);
 boost::json::object to_json(const TemplateSpec&);
 boost::json::object to_json(const TeamSpec&);
+// A channel's canonical form has "homeserver" only for matrix (other providers have none).
 boost::json::object to_json(const ChannelSpec&);
 
 // Serialisation with object keys sorted at every level (the input need not be sorted).

@@ -359,7 +359,7 @@ TEST_CASE("crypto ids: base36 encoding of UUIDs, known answers") {
       {Kind::kCapsule, "cl-"},   {Kind::kUser, "usr-"},       {Kind::kTeam, "team-"},
       {Kind::kApiKey, "key-"},   {Kind::kBuild, "bld-"},      {Kind::kPermission, "perm-"},
       {Kind::kHost, "host-"},    {Kind::kHostToken, "htok-"}, {Kind::kHostRefreshToken, "hrt-"},
-      {Kind::kAuditLog, "log-"}, {Kind::kChannel, "ch-"},     {Kind::kTemplate, "tmpl-"},
+      {Kind::kAuditLog, "log-"}, {Kind::kChannel, "ch-"},     {Kind::kTemplate, "tmpl-"}, {Kind::kEvent, "ev-"}, {Kind::kDelivery, "dl-"},
   };
   for (auto [kind, p] : kPrefixes) {
     CHECK(prefix(kind) == p);

@@ -42,6 +42,10 @@ KindInfo info(Kind kind) {
       return {"ch-", "channel"};
     case Kind::kTemplate:
       return {"tmpl-", "template"};
+    case Kind::kEvent:
+      return {"ev-", "event"};
+    case Kind::kDelivery:
+      return {"dl-", "delivery"};
   }
   throw Error(Code::kInternal, "unknown id kind");
 }

@@ -34,6 +34,8 @@ enum class Kind {
   kAuditLog,          // log-
   kChannel,           // ch-    notification channel
   kTemplate,          // tmpl-  template (ours; upstream used bare UUIDs)
+  kEvent,             // ev-    lifecycle event (the outbox)
+  kDelivery,          // dl-    one event's delivery to one channel
 };
 
 // 16 bytes, network (big-endian) order, as in RFC 4122.

@@ -40,6 +40,7 @@ constexpr CodeInfo kCodes[] = {
     {ApiCode::kNoHostsAvailable, "no_hosts_available", 503},
     {ApiCode::kHostUnavailable, "host_unavailable", 503},
     {ApiCode::kMethodNotAllowed, "method_not_allowed", 405},
+    {ApiCode::kDeliveryFailed, "delivery_failed", 502},
 };
 
 const CodeInfo& info(ApiCode code) {

@@ -46,6 +46,7 @@ enum class ApiCode {
   kNoHostsAvailable,        // 503
   kHostUnavailable,         // 503
   kMethodNotAllowed,        // 405, wire code "method_not_allowed"
+  kDeliveryFailed,          // 502: a notification channel's endpoint refused a test event
 };
 
 // Wire code ("not_found") and HTTP status of a code.

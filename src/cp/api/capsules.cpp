@@ -22,6 +22,7 @@
 #include "api/capsule_routes.h"
 #include "blocking.h"
 #include "crypto/ids.h"
+#include "events/event.h"
 #include "log.h"
 #include "scheduler/scheduler.h"
 #include "store/audit.h"
@@ -191,6 +192,7 @@ CreatePlan begin_create(ServerContext& ctx, const Caller& caller, const std::str
           c.host_id = ctx.scheduler.place(tx, pr);
         }
         plan.cap = store::insert_capsule(tx, c);
+        events::publish_capsule_state(tx, team, plan.cap.id, "starting");
         return plan;
       });
     } catch (const pg::SqlError& e) {
@@ -247,6 +249,11 @@ store::Capsule finish_create(ServerContext& ctx, const Caller& caller, const Cre
         json::object meta;
         meta["error"] = why;
         audit_capsule(tx, caller, "create", cap.id, "error", meta);
+        events::record(tx, events::capsule_event("create", caller, cap.team_id, cap.id, why));
+        // What the host made of it is destroyed below: that is a destroy by the system.
+        auto cleanup = events::capsule_event("destroy", Caller{}, cap.team_id, cap.id);
+        cleanup.metadata["reason"] = "cleanup_after_create_error";
+        events::record(tx, cleanup);
         return true;
       });
       if (recorded) emit(ctx, "capsule.error", cap, caller);
@@ -270,6 +277,7 @@ store::Capsule finish_create(ServerContext& ctx, const Caller& caller, const Cre
       m["template"] = cap.template_name;
       m["host_id"] = cap.host_id.value_or("");
       audit_capsule(tx, caller, "create", cap.id, "success", m);
+      events::record(tx, events::capsule_event("create", caller, cap.team_id, cap.id));
       created = true;
       return r;
     }
@@ -355,6 +363,7 @@ void destroy_capsule_blocking(ServerContext& ctx, const Caller& caller, const st
       json::object m;
       m["previous_status"] = c->status;
       audit_capsule(tx, caller, "destroy", id, "success", m);
+      events::record(tx, events::capsule_event("destroy", caller, team, id));
     }
     return *c;
   });
@@ -379,6 +388,7 @@ store::Capsule pause_capsule_blocking(ServerContext& ctx, const Caller& caller,
   auto marked = ctx.db.with_transaction([&](pg::Connection& tx) {
     auto c = store::set_status(tx, team, id, {"running"}, "paused");
     if (!c) throw_not_in_status(store::get_capsule(tx, team, id), "running");
+    events::publish_capsule_state(tx, team, id, "pausing");
     return *c;
   });
   try {
@@ -391,6 +401,7 @@ store::Capsule pause_capsule_blocking(ServerContext& ctx, const Caller& caller,
         json::object m;
         m["error"] = error_text(failure);
         audit_capsule(tx, caller, "pause", id, "error", m);
+        events::record(tx, events::capsule_event("pause", caller, team, id, error_text(failure)));
       });
     } catch (const std::exception& e) {
       log::error("reverting a failed pause failed", {{"capsule", id}, {"error", e.what()}});
@@ -399,6 +410,7 @@ store::Capsule pause_capsule_blocking(ServerContext& ctx, const Caller& caller,
   }
   auto paused = ctx.db.with_transaction([&](pg::Connection& tx) {
     audit_capsule(tx, caller, "pause", id, "success", {});
+    events::record(tx, events::capsule_event("pause", caller, team, id));
     auto c = store::get_capsule(tx, team, id);
     if (!c) throw ApiError(ApiCode::kNotFound, "capsule not found");
     return *c;
@@ -453,12 +465,30 @@ asio::awaitable<void> resume_capsule(ServerContext& ctx, RequestContext& rc) {
       pr.disk_mb = static_cast<std::uint64_t>(row->disk_size_mb);
       pr.caller = &caller;
       ctx.hooks.check_limits(tx, pr);
+      events::publish_capsule_state(tx, team, id, "resuming");
       return row;
     });
-    agentpb::SandboxInfo info = agent_call([&] {
-      return host_for(ctx, *c)->resume_sandbox(id, static_cast<std::uint32_t>(c->timeout_sec),
-                                               kResumeTimeout);
-    });
+    agentpb::SandboxInfo info;
+    try {
+      info = agent_call([&] {
+        return host_for(ctx, *c)->resume_sandbox(id, static_cast<std::uint32_t>(c->timeout_sec),
+                                                 kResumeTimeout);
+      });
+    } catch (...) {
+      auto failure = std::current_exception();
+      try {
+        ctx.db.with_transaction([&](pg::Connection& tx) {
+          json::object m;
+          m["error"] = error_text(failure);
+          audit_capsule(tx, caller, "resume", id, "error", m);
+          events::record(tx,
+                         events::capsule_event("resume", caller, team, id, error_text(failure)));
+        });
+      } catch (const std::exception& e) {
+        log::error("recording a failed resume failed", {{"capsule", id}, {"error", e.what()}});
+      }
+      std::rethrow_exception(failure);
+    }
     const std::string meta = metadata_of(info);
     bool resumed = false;
     auto row = ctx.db.with_transaction([&](pg::Connection& tx) {
@@ -466,6 +496,7 @@ asio::awaitable<void> resume_capsule(ServerContext& ctx, RequestContext& rc) {
       resumed = r.has_value();
       if (r) {
         audit_capsule(tx, caller, "resume", id, "success", {});
+        events::record(tx, events::capsule_event("resume", caller, team, id));
         return r;
       }
       return store::get_capsule(tx, team, id);

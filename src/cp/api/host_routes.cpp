@@ -11,6 +11,7 @@
 #include "blocking.h"
 #include "crypto/ca.h"
 #include "crypto/ids.h"
+#include "events/event.h"
 #include "hosts/host_directory.h"
 #include "log.h"
 #include "store/audit.h"
@@ -215,6 +216,7 @@ asio::awaitable<void> heartbeat(Deps& d, RequestContext& rc) {
         e.resource_id = id;
         e.scope = "admin";
         audit::record(c, Caller{}, e);
+        events::record(c, events::host_event("host.up", id, team));
       }
       return std::make_pair(*before, team);
     });

@@ -25,6 +25,7 @@
 #include "blocking.h"
 #include "crypto/ids.h"
 #include "crypto/random.h"
+#include "events/event.h"
 #include "log.h"
 #include "store/audit.h"
 #include "store/templates.h"
@@ -40,6 +41,44 @@ using namespace std::chrono_literals;
 // Upstream's snapshot RPC bound: a large root tree takes a while to copy.
 constexpr std::chrono::milliseconds kSnapshotTimeout = 300s;
 constexpr std::chrono::milliseconds kDeleteSnapshotTimeout = 60s;
+
+// template.snapshot.<action>; the resource is the template's name, as upstream's.
+events::Event snapshot_event(std::string_view action, const Caller& caller, const std::string& team,
+                             const std::string& name, const std::string& error = {}) {
+  events::Event ev;
+  ev.type = "template.snapshot." + std::string(action);
+  ev.outcome = error.empty() ? "success" : "error";
+  ev.error = error;
+  ev.team_id = team;
+  ev.actor = events::actor_of(caller);
+  ev.resource_id = name;
+  ev.resource_type = "snapshot";
+  return ev;
+}
+
+// Best effort: the failure itself is what the caller reports.
+void record_snapshot_failure(ServerContext& ctx, const Caller& caller, const std::string& team,
+                             const std::string& name, std::string_view action,
+                             std::exception_ptr failure) {
+  std::string why = "unknown error";
+  try {
+    std::rethrow_exception(failure);
+  } catch (const std::exception& e) {
+    why = e.what();
+  } catch (...) {
+  }
+  try {
+    ctx.db.with_transaction([&](pg::Connection& tx) {
+      json::object m;
+      m["error"] = why;
+      audit::record(tx, caller, action, "snapshot", name, "error", m);
+      events::record(tx, snapshot_event(action, caller, team, name, why));
+    });
+  } catch (const std::exception& e) {
+    log::error("recording a failed snapshot operation failed",
+               {{"template", name}, {"error", e.what()}});
+  }
+}
 
 json::object template_json(const store::Template& t) {
   json::object o;
@@ -127,9 +166,14 @@ store::Template create_snapshot(ServerContext& ctx, const Caller& caller, const 
   t.memory_mb = cap.memory_mb;
   t.metadata = cap.metadata;
   t.host_id = cap.host_id;
-  auto client = host_for(ctx, cap);
-  const std::uint64_t size =
-      agent_call([&] { return client->create_snapshot(cap.id, t.id, kSnapshotTimeout); });
+  std::uint64_t size = 0;
+  try {
+    auto client = host_for(ctx, cap);
+    size = agent_call([&] { return client->create_snapshot(cap.id, t.id, kSnapshotTimeout); });
+  } catch (...) {
+    record_snapshot_failure(ctx, caller, team, req.name, "create", std::current_exception());
+    throw;
+  }
   t.size_bytes = static_cast<std::int64_t>(size);
 
   // 3. The row (replacing the old one on overwrite), audited in the same transaction.
@@ -151,10 +195,12 @@ store::Template create_snapshot(ServerContext& ctx, const Caller& caller, const 
       m["size_bytes"] = row.size_bytes;
       if (replaced) m["replaced_template_id"] = replaced->id;
       audit::record(tx, caller, "create", "snapshot", row.name, "success", m);
+      events::record(tx, snapshot_event("create", caller, team, row.name));
       return row;
     });
   } catch (...) {
     auto failure = std::current_exception();
+    record_snapshot_failure(ctx, caller, team, req.name, "create", failure);
     try {
       delete_files(ctx, t);  // no row names them
     } catch (const std::exception& e) {
@@ -238,12 +284,18 @@ asio::awaitable<void> delete_snapshot(ServerContext& ctx, RequestContext& rc) {
     });
     // Files first: a row without files cannot start capsules, files without a row would
     // never be removed.
-    delete_files(ctx, t);
+    try {
+      delete_files(ctx, t);
+    } catch (...) {
+      record_snapshot_failure(ctx, caller, team, t.name, "delete", std::current_exception());
+      throw;
+    }
     ctx.db.with_transaction([&](pg::Connection& tx) {
       if (!store::delete_template(tx, team, t.id)) return;  // a concurrent delete won
       json::object m;
       m["template_id"] = t.id;
       audit::record(tx, caller, "delete", "snapshot", t.name, "warning", m);
+      events::record(tx, snapshot_event("delete", caller, team, t.name));
     });
     return true;
   });

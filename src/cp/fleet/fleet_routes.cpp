@@ -109,8 +109,11 @@ asio::awaitable<void> plan_route(Deps& d, RequestContext& rc, bool apply) {
     fleet::Plan plan;
     if (apply) {
       plan = d.ctx.db.with_transaction([&](pg::Connection& tx) {
+        events::ProviderSettings settings;
+        settings.allow_private = d.ctx.config.allow_private_targets;
+        settings.telegram_api_url = d.ctx.config.telegram_api_url;
         return fleet::apply(tx, req.apply_set, set, req.prune, req.revision, caller,
-                            d.secrets.encryption_key);
+                            d.secrets.encryption_key, settings);
       });
     } else {
       auto conn = d.ctx.db.acquire();

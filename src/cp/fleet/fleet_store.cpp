@@ -1,5 +1,8 @@
 #include "fleet/fleet_store.h"
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +13,8 @@
 #include "crypto/encoding.h"
 #include "crypto/ids.h"
 #include "error.h"
+#include "events/channel_store.h"
+#include "events/targets.h"
 #include "store/sql.h"
 
 namespace wrenn::cp::fleet {
@@ -418,6 +423,41 @@ std::string write_template(pg::Connection& tx, const spec::TemplateSpec& t,
   });
 }
 
+namespace {
+
+// A spec channel's destination against SSRF. A name that does not resolve now is let
+// through (DNS may be down during an apply; the sender checks every address again at each
+// delivery), but a literal or resolved refused address fails the apply.
+void check_channel_destination(const spec::ChannelSpec& ch,
+                               const std::map<std::string, std::string>& secrets,
+                               const events::ProviderSettings& settings) {
+  events::ChannelConfig cfg;
+  cfg.provider = ch.provider;
+  cfg.target = ch.target;
+  cfg.secrets = secrets;
+  if (!ch.homeserver.empty()) cfg.options["homeserver"] = ch.homeserver;
+  const std::string url = events::destination_url(cfg, settings);
+  if (url.empty()) return;
+  const events::TargetPolicy policy{settings.allow_private};
+  try {
+    const events::ParsedUrl u = events::parse_url(url);
+    boost::system::error_code ec;
+    boost::asio::ip::make_address(u.host, ec);
+    if (ec) {  // a name: only checked when it resolves
+      boost::asio::io_context io;
+      boost::asio::ip::tcp::resolver resolver(io);
+      resolver.resolve(u.host, u.port, ec);
+      if (ec) return;
+    }
+    events::check_url(url, policy);
+  } catch (const ApiError& e) {
+    throw ApiError(ApiCode::kInvalidRequest, "channel \"" + ch.name + "\" (team \"" + ch.team +
+                                                 "\"): destination refused: " + e.what());
+  }
+}
+
+}  // namespace
+
 std::string write_channel(pg::Connection& tx, const WriteContext& wc, const spec::ChannelSpec& ch,
                           const std::string& id_in) {
   std::map<std::string, std::string> values;
@@ -426,30 +466,30 @@ std::string write_channel(pg::Connection& tx, const WriteContext& wc, const spec
   } catch (const Error& e) {
     throw ApiError(ApiCode::kInvalidRequest, e.what());
   }
+  check_channel_destination(ch, values, wc.channel_settings);
   return naming("channel \"" + ch.name + "\"", [&] {
     const std::string team_id = team_id_by_slug(tx, ch.team);
     json::object refs = spec::to_json(ch).at("secrets").as_object();
-    json::object plain;
-    for (auto& [k, v] : values) plain[k] = v;
+    json::object options;
+    if (!ch.homeserver.empty()) options["homeserver"] = ch.homeserver;
     // The channel id is the associated data: a sealed blob cannot be moved to another row.
     std::string id = id_in.empty() ? ids::new_id(ids::Kind::kChannel) : id_in;
-    const std::string sealed =
-        values.empty() ? std::string()
-                       : crypto::base64_encode(crypto::seal(wc.key, json::serialize(plain), id));
+    const std::string sealed = events::seal_secrets(wc.key, id, values);
     std::vector<std::string> events(ch.events.begin(), ch.events.end());
     if (id_in.empty()) {
       tx.exec(
           "INSERT INTO channels (id, team_id, name, provider, target, events, secret_refs, "
-          "secrets_sealed, apply_set) VALUES ($1, $2, $3, $4, $5, $6::text[], $7::jsonb, $8, $9)",
+          "secrets_sealed, apply_set, options) VALUES ($1, $2, $3, $4, $5, $6::text[], "
+          "$7::jsonb, $8, $9, $10::jsonb)",
           id, team_id, ch.name, ch.provider, ch.target, store::text_array(events),
-          json::serialize(refs), sealed, wc.apply_set);
+          json::serialize(refs), sealed, wc.apply_set, json::serialize(options));
     } else {
       tx.exec(
           "UPDATE channels SET team_id = $2, name = $3, provider = $4, target = $5, "
-          "events = $6::text[], secret_refs = $7::jsonb, secrets_sealed = $8, apply_set = $9 "
-          "WHERE id = $1",
+          "events = $6::text[], secret_refs = $7::jsonb, secrets_sealed = $8, apply_set = $9, "
+          "options = $10::jsonb WHERE id = $1",
           id, team_id, ch.name, ch.provider, ch.target, store::text_array(events),
-          json::serialize(refs), sealed, wc.apply_set);
+          json::serialize(refs), sealed, wc.apply_set, json::serialize(options));
     }
     return id;
   });

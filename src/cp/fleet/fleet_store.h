@@ -25,6 +25,7 @@
 
 #include "api/router.h"
 #include "crypto/aead.h"
+#include "events/providers.h"
 #include "pg/connection.h"
 #include "spec/spec.h"
 
@@ -90,6 +91,10 @@ std::map<std::string, std::string> resolve_secrets(const spec::ChannelSpec& ch);
 struct WriteContext {
   const crypto::AeadKey& key;  // seals channel secrets
   std::string apply_set;
+  // A channel's destination is checked against SSRF (events/targets.h) with these (from
+  // CpConfig: allow_private_targets, telegram_api_url) when it is written; a refused one
+  // fails the apply with ApiError invalid_request naming the channel.
+  events::ProviderSettings channel_settings{};
 };
 
 std::string write_team(pg::Connection& tx, const spec::TeamSpec& t, const std::string& id);

@@ -269,7 +269,8 @@ Plan compute_plan(pg::Connection& c, const std::string& apply_set, const spec::S
 }
 
 Plan apply(pg::Connection& tx, const std::string& apply_set, const spec::SpecSet& set, bool prune,
-           std::int64_t expected_revision, const Caller& caller, const crypto::AeadKey& key) {
+           std::int64_t expected_revision, const Caller& caller, const crypto::AeadKey& key,
+           const events::ProviderSettings& channel_settings) {
   const std::int64_t current = fleet_revision(tx, true);
   if (current != expected_revision)
     throw ApiError(ApiCode::kRevisionConflict,
@@ -293,7 +294,7 @@ Plan apply(pg::Connection& tx, const std::string& apply_set, const spec::SpecSet
 
   std::map<Key, const Desired*> by_key;
   for (auto& d : desired) by_key[{d.kind, d.name}] = &d;
-  WriteContext wc{key, apply_set};
+  WriteContext wc{key, apply_set, channel_settings};
   std::map<std::string, std::size_t> counts;
 
   // Deletes first, children before parents (channels, templates, hosts, teams).

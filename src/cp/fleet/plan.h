@@ -33,6 +33,7 @@
 
 #include "api/router.h"
 #include "crypto/aead.h"
+#include "events/providers.h"
 #include "pg/connection.h"
 #include "spec/spec.h"
 
@@ -65,9 +66,10 @@ bool valid_apply_set_name(std::string_view name);
 Plan compute_plan(pg::Connection& c, const std::string& apply_set, const spec::SpecSet& desired,
                   bool prune);
 
+// channel_settings: how channel destinations are checked (fleet_store.h WriteContext).
 Plan apply(pg::Connection& tx, const std::string& apply_set, const spec::SpecSet& desired,
            bool prune, std::int64_t expected_revision, const Caller& caller,
-           const crypto::AeadKey& key);
+           const crypto::AeadKey& key, const events::ProviderSettings& channel_settings);
 
 // The wire form (see /v1/fleet/plan in fleet_routes.h).
 boost::json::object plan_json(const Plan& plan);

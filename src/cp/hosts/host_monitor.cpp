@@ -5,6 +5,7 @@
 #include <set>
 
 #include "error.h"
+#include "events/event.h"
 #include "fleet/reconciler.h"
 #include "log.h"
 #include "store/audit.h"
@@ -88,6 +89,11 @@ ReconcileResult reconcile_host(pg::Pool& db, HostClient& client, const std::stri
         e.status = "info";
         e.metadata["reason"] = "timeout";
         audit::record(c, system_caller(), e);
+        // The agent paused it when its timeout passed; we only see the result.
+        auto ev = events::capsule_event("pause", system_caller(), team, id);
+        ev.metadata["reason"] = "ttl_expired";
+        ev.metadata["inferred"] = "true";
+        events::record(c, ev);
       }
       changes.push_back({id, team, next});
     }
@@ -111,7 +117,16 @@ ReconcileResult reconcile_host(pg::Pool& db, HostClient& client, const std::stri
           next = "running";
       }
       if (next == "error") {
-        c.exec("UPDATE sandboxes SET status = 'error' WHERE id = $1 AND status = $2", id, status);
+        auto r = c.exec("UPDATE sandboxes SET status = 'error' WHERE id = $1 AND status = $2", id,
+                        status);
+        if (r.affected_rows() > 0) {
+          auto ev = events::capsule_event("create", system_caller(), team, id,
+                                          "the create never finished and its host has no such "
+                                          "sandbox");
+          ev.metadata["reason"] = "host_state_sync";
+          ev.metadata["inferred"] = "true";
+          events::record(c, ev);
+        }
         out.failed.push_back(id);
       } else {
         c.exec(
@@ -199,6 +214,7 @@ std::vector<std::string> check_heartbeats(pg::Pool& db, std::chrono::seconds tim
       e.status = "error";
       e.scope = "admin";
       audit::record(c, system_caller(), e);
+      events::record(c, events::host_event("host.down", h.id, h.team_id));
       d.host = std::move(h);
       down.push_back(std::move(d));
     }
