@@ -307,6 +307,8 @@ void ControlPlane::Impl::begin_shutdown() {
   if (stopping) return;
   stopping = true;
   log::info("stopping");
+  // Live event streams never end by themselves: end them so the drain below can finish.
+  if (live_hub) live_hub->close_streams();
   // Close idle keep-alive connections now and let requests in flight finish (up to 5 s).
   server->prepare_for_snapshot(0);
   auto timer = std::make_shared<asio::steady_timer>(io);

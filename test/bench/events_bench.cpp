@@ -26,7 +26,9 @@ namespace {
 
 constexpr int kEvents = 10000, kChannels = 10, kPerTx = 100;
 
-double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+double ms(Clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
 
 }  // namespace
 

@@ -7,8 +7,8 @@
 #include <signal.h>
 
 #include <boost/json.hpp>
-#include <filesystem>
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <map>
 #include <regex>
 #include <set>
@@ -106,7 +106,6 @@ std::string h(const ReceivedRequest& r, const std::string& name) {
   auto it = r.headers.find(name);
   return it == r.headers.end() ? "" : it->second;
 }
-
 
 // The delivery's attempts, oldest first: outcome and status code.
 std::vector<std::pair<std::string, long>> attempts(const CpProcess& cp,
@@ -255,9 +254,8 @@ TEST_CASE("events: host down and up reach the platform team's channels") {
 TEST_CASE("events: a failed delivery is retried once after about 10 s") {
   HttpReceiver rx;
   std::atomic<int> calls{0};
-  rx.set_handler([&](const ReceivedRequest&) {
-    return ++calls == 1 ? reply(500, "boom") : reply(200, "ok");
-  });
+  rx.set_handler(
+      [&](const ReceivedRequest&) { return ++calls == 1 ? reply(500, "boom") : reply(200, "ok"); });
   CpProcess cp(options());
   auto team = cp.create_team("acme");
   const Channel ch = webhook(cp, team.api_key, "flaky", rx.url("/hook"));

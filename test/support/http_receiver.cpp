@@ -15,6 +15,7 @@
 #include <boost/beast/http.hpp>
 #include <cctype>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -121,7 +122,8 @@ struct HttpReceiver::Impl {
   std::function<ReceiverReply(const ReceivedRequest&)> handler;
   std::vector<ReceivedRequest> received;
   std::set<int> open_fds;  // connections, to shut down on destruction
-  std::vector<std::thread> conn_threads;
+  std::map<std::thread::id, std::thread> conn_threads;
+  std::vector<std::thread::id> finished;  // served connections whose threads can be joined
 
   void accept_loop() {
     for (;;) {
@@ -131,10 +133,24 @@ struct HttpReceiver::Impl {
       std::lock_guard lk(mu);
       if (stopping) return;
       if (ec) continue;
+      // Join what has finished, so a long run (the benchmark's 100,000 connections) does not
+      // pile up threads.
+      for (auto id : finished) {
+        auto it = conn_threads.find(id);
+        if (it == conn_threads.end()) continue;
+        it->second.join();
+        conn_threads.erase(it);
+      }
+      finished.clear();
       int fd = sock.native_handle();
       open_fds.insert(fd);
-      conn_threads.emplace_back(
-          [this, s = std::make_shared<tcp::socket>(std::move(sock))]() mutable { serve(s); });
+      std::thread t([this, s = std::make_shared<tcp::socket>(std::move(sock))]() mutable {
+        serve(s);
+        std::lock_guard lk(mu);
+        finished.push_back(std::this_thread::get_id());
+      });
+      const auto id = t.get_id();
+      conn_threads.emplace(id, std::move(t));
     }
   }
 
@@ -225,7 +241,7 @@ HttpReceiver::HttpReceiver(ReceiverTls tls) : impl_(std::make_shared<Impl>()) {
 }
 
 HttpReceiver::~HttpReceiver() {
-  std::vector<std::thread> threads;
+  std::map<std::thread::id, std::thread> threads;
   {
     std::lock_guard lk(impl_->mu);
     impl_->stopping = true;
@@ -239,7 +255,7 @@ HttpReceiver::~HttpReceiver() {
     std::lock_guard lk(impl_->mu);
     threads.swap(impl_->conn_threads);
   }
-  for (auto& t : threads) t.join();
+  for (auto& [id, t] : threads) t.join();
   boost::system::error_code ec;
   impl_->acceptor.close(ec);
 }

@@ -3,7 +3,7 @@
 //
 // Usage:
 //   wrenn::test::HttpReceiver rx;                    // plain HTTP
-//   rx.set_handler([](const ReceivedRequest& r) { return ReceiverReply{500}; });
+//   rx.set_handler([](const ReceivedRequest& r) { ReceiverReply a; a.status = 500; return a; });
 //   ... point a channel at rx.url("/hook") ...
 //   REQUIRE(rx.wait_for(1, 5s));
 //   auto reqs = rx.requests();                       // method, target, headers, body, at
